@@ -1,0 +1,30 @@
+"""Interpreters: callables ``g(x, target) -> (N, 1, h, w)`` maps in ``[0, 1]``.
+
+``x`` is ``(N, 3, H, W)`` in ``[0, 1]``, ``target`` ``(N,)`` class indices. All are batched,
+pure torch, and give the classifier's logits from the same forward pass
+(:meth:`Interpreter.logits_and_map`) so attacks can reuse it.
+"""
+
+from __future__ import annotations
+
+from adv2.interpreters.base import Interpreter, minmax
+from adv2.interpreters.cam import CAM, GradCAM
+from adv2.interpreters.grad import Grad
+from adv2.interpreters.smooth_relu import smooth_relu
+
+REGISTRY = {"grad": Grad, "cam": CAM, "gradcam": GradCAM}
+
+
+def get(name: str, model, **kwargs) -> Interpreter:
+    """An interpreter by name: ``grad`` | ``cam`` | ``gradcam``."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in REGISTRY:
+        raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(REGISTRY)}")
+    return REGISTRY[key](model, **kwargs)
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+__all__ = ["CAM", "Grad", "GradCAM", "Interpreter", "REGISTRY", "get", "minmax", "names", "smooth_relu"]

@@ -1,0 +1,58 @@
+"""The interpreter interface and helpers shared by all interpreters."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adv2._validate import check_images, check_targets, num_classes_of
+
+
+def minmax(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-example min–max normalisation of maps ``(N, 1, h, w)`` to ``[0, 1]`` (differentiable)."""
+    flat = m.flatten(1)
+    lo = flat.min(1).values[:, None, None, None]
+    hi = flat.max(1).values[:, None, None, None]
+    return (m - lo) / (hi - lo).clamp_min(eps)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside wrappers such as ``Normalized`` (follows ``.model`` / ``.module``)."""
+    while True:
+        inner = getattr(model, "model", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+class Interpreter:
+    """An interpreter ``g``: ``g(x, target) -> (N, 1, h, w)`` maps in ``[0, 1]``.
+
+    ``x``: ``(N, 3, H, W)`` in ``[0, 1]``; ``target``: ``(N,)`` class indices. Subclasses
+    implement :meth:`logits_and_map`, which returns the classifier's logits *and* the map
+    from one forward pass, so attacks can reuse it. ``name`` is the interpreter's CLI name.
+    """
+
+    name = "interpreter"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        target = check_targets(target, x.shape[0], num_classes_of(self.model), name="target")
+        create_graph = torch.is_grad_enabled() and x.requires_grad
+        return self.logits_and_map(x, target, create_graph=create_graph)[1]
+
+    def logits_and_map(
+        self, x: torch.Tensor, target: torch.Tensor, create_graph: bool = False, smooth: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, K)`` of ``x`` and the maps ``(N, 1, h, w)`` for ``target``.
+
+        ``create_graph``: keep the graph so the map can be differentiated w.r.t. ``x``.
+        ``smooth``: use the interpreter's surrogate for second-order gradients (attacks only).
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

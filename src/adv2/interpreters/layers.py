@@ -1,0 +1,93 @@
+"""Finding the last feature map and the linear head of a classifier (for CAM / Grad-CAM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.densenet import DenseNet
+from torchvision.models.resnet import ResNet
+
+from adv2.interpreters.base import unwrap
+
+
+@dataclass
+class FeatureSite:
+    """Where the last feature map ``A`` is read: ``A = post(output of layer)``.
+
+    ``post`` must be idempotent (it is applied once more by the model's own forward).
+    """
+
+    layer: nn.Module
+    layer_name: str
+    head: nn.Linear | None
+    post: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def _get(module: nn.Module, name: str) -> nn.Module:
+    try:
+        return module.get_submodule(name)
+    except AttributeError as e:
+        names = [n for n, _ in module.named_modules() if n]
+        raise ValueError(f"model has no layer {name!r}; some of its layers: {names[-8:]}") from e
+
+
+def find_site(model: nn.Module, layer: str | None = None, head: str | None = None) -> FeatureSite:
+    """The last feature map and linear head of ``model``.
+
+    Found automatically for torchvision ``ResNet`` (``layer4``, ``fc``) and ``DenseNet``
+    (``relu(features)``, ``classifier``) — including the embedded models and any wrapper
+    with ``.model`` — or named by the user (``layer=``, ``head=``, names relative to the
+    unwrapped network).
+    """
+    net = unwrap(model)
+    if layer is not None:
+        lay = _get(net, layer)
+        hd = _get(net, head) if head is not None else _last_linear(net)
+        if hd is not None and not isinstance(hd, nn.Linear):
+            raise ValueError(f"head {head!r} must be an nn.Linear, got {type(hd).__name__}")
+        return FeatureSite(lay, layer, hd)
+    if isinstance(net, ResNet):
+        return FeatureSite(net.layer4, "layer4", net.fc)
+    if isinstance(net, DenseNet):
+        return FeatureSite(net.features, "features", net.classifier, post=F.relu)
+    raise ValueError(
+        f"cannot find the last feature map of a {type(net).__name__} automatically; "
+        "pass layer='name' (and head='name') explicitly"
+    )
+
+
+def _last_linear(net: nn.Module) -> nn.Linear | None:
+    last = None
+    for m in net.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+class capture:
+    """Context manager that records ``site``'s feature map during a forward pass."""
+
+    def __init__(self, site: FeatureSite):
+        self.site = site
+        self.value: torch.Tensor | None = None
+
+    def _hook(self, module, inputs, output):
+        if self.site.post is None:
+            self.value = output
+            return None
+        # post is idempotent (ReLU): hand the model the post-processed map so that the
+        # captured tensor lies on the path to the logits (Grad-CAM differentiates through it)
+        self.value = self.site.post(output)
+        return self.value
+
+    def __enter__(self):
+        self._handle = self.site.layer.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+        return False

@@ -1,0 +1,99 @@
+"""``load``: embedded models by name, or torchvision architectures with local weights."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torchvision
+from safetensors.torch import load_file
+from torch import nn
+
+from adv2.models.normalized import IMAGENET_MEAN, IMAGENET_STD, Normalized
+from adv2.models.zoo import ARCHS, SHAPES_MEAN, SHAPES_STD
+
+EMBEDDED = tuple(ARCHS)
+
+
+def weights_dir() -> Path:
+    """Folder of the embedded models' weights (package data)."""
+    return Path(str(resources.files("adv2.models") / "weights"))
+
+
+def _read_state(path: Path) -> dict:
+    if not path.exists():
+        raise ValueError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — report any unreadable file the same way
+        raise ValueError(f"cannot read weights file {path}: {e}") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {path} does not hold a state dict")
+    return state
+
+
+def _load_state(net: nn.Module, state: dict, source: str) -> None:
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch at {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise ValueError(f"weights {source} do not match the architecture: " + "; ".join(parts))
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def load(
+    name: str,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+) -> Normalized:
+    """A classifier taking ``(N, 3, H, W)`` images in ``[0, 1]``, in eval mode.
+
+    - ``"shapes-resnet"`` / ``"shapes-densenet"``: the embedded models (64×64 inputs,
+      10 classes, weights shipped in the package), or from ``weights`` if given.
+    - any torchvision classification architecture (``"resnet50"``, ``"densenet169"``, ...):
+      built without downloading anything; ``weights`` is a local ``.pth`` (read with
+      ``weights_only=True``) or ``.safetensors`` state dict; ImageNet normalisation is added.
+      Without ``weights`` the network is randomly initialised (for tests and timings).
+
+    Raises ``ValueError`` for an unknown name or weights that do not fit the architecture.
+    """
+    if name in ARCHS:
+        net = ARCHS[name](num_classes=num_classes or 10)
+        path = Path(weights) if weights is not None else weights_dir() / f"{name}.safetensors"
+        if weights is None and not path.exists():
+            raise ValueError(
+                f"the embedded weights of {name!r} are missing ({path}); reproduce them with `adv2 train-zoo {name}`"
+            )
+        _load_state(net, _read_state(path), str(path))
+        model = Normalized(net, SHAPES_MEAN, SHAPES_STD)
+    else:
+        available = torchvision.models.list_models(module=torchvision.models)
+        if name not in available:
+            raise ValueError(
+                f"unknown model {name!r}; expected one of {list(EMBEDDED)} or a torchvision "
+                f"classification architecture such as 'resnet50' or 'densenet169'"
+            )
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes or 1000)
+        if weights is not None:
+            _load_state(net, _read_state(Path(weights)), str(weights))
+        model = Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
