@@ -56,3 +56,23 @@ def test_fine_differences_between_classes():
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         shapes(**{"n": 2, **kw})
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    from adv2.data import image_folder
+
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 30), (i * 60, 10, 200)).save(tmp_path / c / f"{i}.png")
+    loader = image_folder(tmp_path, size=24, batch_size=4)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 24, 24) and x.min() >= 0 and x.max() <= 1
+    assert loader.dataset.classes == ["cat", "dog"] and y.tolist() == [0, 0, 0, 1]
+    with pytest.raises(ValueError, match="not found"):
+        image_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        image_folder(tmp_path / "empty")

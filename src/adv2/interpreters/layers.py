@@ -79,10 +79,11 @@ class capture:
         if self.site.post is None:
             self.value = output
             return None
-        # post is idempotent (ReLU): hand the model the post-processed map so that the
-        # captured tensor lies on the path to the logits (Grad-CAM differentiates through it)
+        # post is idempotent (ReLU): hand the model (a copy of) the post-processed map so that
+        # the captured tensor lies on the path to the logits (Grad-CAM differentiates through
+        # it); the copy keeps the model's own in-place ReLU from rewriting the captured tensor.
         self.value = self.site.post(output)
-        return self.value
+        return self.value.clone()
 
     def __enter__(self):
         self._handle = self.site.layer.register_forward_hook(self._hook)

@@ -19,7 +19,7 @@ from adv2.models.zoo import ARCHS, SHAPES_MEAN, SHAPES_STD
 #: Training recipes of the embedded models (``adv2 train-zoo NAME`` uses these).
 RECIPES = {
     "shapes-resnet": dict(n_train=20000, epochs=12, batch_size=128, lr=0.1, weight_decay=5e-4),
-    "shapes-densenet": dict(n_train=12000, epochs=12, batch_size=128, lr=0.1, weight_decay=5e-4),
+    "shapes-densenet": dict(n_train=20000, epochs=12, batch_size=128, lr=0.1, weight_decay=5e-4),
 }
 
 

@@ -1,0 +1,71 @@
+"""Speed: time per ADV² joint iteration over time per PGD iteration (same model, same batch).
+
+Bars (issue 2): CAM ≤ 1.2×, Grad-CAM ≤ 2×, GRAD ≤ 4×, on shapes-resnet (batch 32, 64×64)
+and a randomly initialised torchvision ResNet-50 (batch 4, 224×224).
+
+    python benchmarks/speed.py [--repeats 5] [--quick]
+
+Prints one table; the PGD baseline is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import adv2
+from adv2.attacks import ADV2, PGD
+
+BARS = {"cam": 1.2, "gradcam": 2.0, "grad": 4.0}
+
+
+def per_iteration(attack, x, t, iters: int, repeats: int) -> float:
+    """Median seconds per iteration over ``repeats`` runs of ``iters`` iterations (after a warm-up)."""
+    attack(x, t)  # warm-up (allocations, first-call overheads)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        attack(x, t)
+        times.append((time.perf_counter() - t0) / iters)
+    return sorted(times)[len(times) // 2]
+
+
+def bench(name, model, x, t, iters, repeats):
+    rows = []
+    pgd = per_iteration(PGD(model, steps=iters), x, t, iters, repeats)
+    for interp in ("cam", "gradcam", "grad"):
+        g = adv2.interpreters.get(interp, model)
+        benign = g(x, t).detach()
+        atk = ADV2(model, g, warmup=0, steps=iters)
+        # ADV²'s loop runs steps+1 forward passes (the last one only scores the final iterate)
+        sec = per_iteration(lambda a, b: atk(a, b, target_map=benign), x, t, iters, repeats)
+        rows.append((name, tuple(x.shape), interp, pgd * 1e3, sec * 1e3, sec / pgd, BARS[interp]))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="shapes-resnet only")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    m = adv2.models.load("shapes-resnet")
+    x, y, _ = adv2.data.shapes(32, split="test", seed=0)
+    rows += bench("shapes-resnet", m, x, (y + 1) % 10, iters=10, repeats=args.repeats)
+    if not args.quick:
+        r50 = adv2.models.load("resnet50")  # random init: timings only
+        x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        rows += bench("resnet50 (random init)", r50, x, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats)
+    print(f"threads: {torch.get_num_threads()}  torch {torch.__version__}")
+    head = f"| {'model':24s} | {'batch':16s} | {'interp':7s} | {'PGD ms/it':>9s} | {'ADV² ms/it':>10s} | {'ratio':>5s} | {'bar':>4s} | ok |"
+    print(head)
+    print("|" + "---|" * 8)
+    for name, shape, interp, p, a, r, bar in rows:
+        print(f"| {name:24s} | {str(shape):16s} | {interp:7s} | {p:9.1f} | {a:10.1f} | {r:5.2f} | {bar:4.1f} | {'yes' if r <= bar else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""PGD and ADV²: invariants, behaviour against independent computations, bad inputs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adv2.attacks import ADV2, PGD
+from adv2.interpreters import CAM, Grad, GradCAM
+
+EPS = 0.031
+
+
+@pytest.fixture(scope="module")
+def batch(shapes_test, resnet_model):
+    x, y, _ = shapes_test
+    x, y = x[:4], y[:4]
+    with torch.no_grad():
+        assert (resnet_model(x).argmax(1) == y).all()
+    return x, y, (y + torch.tensor([1, 3, 5, 7])) % 10
+
+
+def _check_box(res, x):
+    delta = (res.x_adv - x).abs().amax()
+    assert delta <= EPS + 1e-6
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+
+
+def test_pgd_one_step_matches_manual_sign_step(resnet_model, batch):
+    x, _, t = batch
+    res = PGD(resnet_model, eps=EPS, alpha=1 / 255, steps=1)(x, t)
+    xr = x.clone().requires_grad_(True)
+    F.cross_entropy(resnet_model(xr), t, reduction="sum").backward()
+    manual = (x - xr.grad.sign() / 255).clamp(0, 1)
+    torch.testing.assert_close(res.x_adv, manual)
+
+
+def test_pgd_invariants_and_success(resnet_model, batch):
+    x, _, t = batch
+    res = PGD(resnet_model, eps=EPS, steps=20, interpreter=CAM(resnet_model))(x, t)
+    _check_box(res, x)
+    assert res.success.all()
+    with torch.no_grad():
+        p = torch.softmax(resnet_model(res.x_adv), 1)
+        q = resnet_model(torch.round(res.x_adv * 255) / 255).argmax(1)
+    torch.testing.assert_close(res.confidence, p.gather(1, t[:, None])[:, 0])
+    assert torch.equal(res.success_quantized, q == t)
+    assert res.map.shape == (4, 1, 8, 8) and res.map.min() >= 0 and res.map.max() <= 1
+
+
+def test_pgd_random_start_is_seeded(resnet_model, batch):
+    x, _, t = batch
+    a = PGD(resnet_model, steps=2, random_start=True, seed=3)(x, t).x_adv
+    b = PGD(resnet_model, steps=2, random_start=True, seed=3)(x, t).x_adv
+    c = PGD(resnet_model, steps=2, random_start=True, seed=4)(x, t).x_adv
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("cls", [CAM, GradCAM, Grad])
+def test_adv2_fools_classifier_and_keeps_map(cls, resnet_model, batch):
+    x, y, t = batch
+    g = cls(resnet_model)
+    benign = g(x, y).detach()
+    pgd = PGD(resnet_model, steps=20, interpreter=g)(x, t)
+    res = ADV2(resnet_model, g, warmup=10, steps=40)(x, t)
+    _check_box(res, x)
+    assert res.success.all()
+    assert res.map.min() >= 0 and res.map.max() <= 1
+    d_adv2 = (res.map - benign).abs().flatten(1).mean(1)
+    d_pgd = (pgd.map - benign).abs().flatten(1).mean(1)
+    assert d_adv2.mean() < 0.7 * d_pgd.mean(), (d_adv2, d_pgd)
+    # the reported map is the interpreter's exact map of x_adv for the target class
+    torch.testing.assert_close(res.map, g(res.x_adv, t), atol=1e-5, rtol=1e-4)
+
+
+def test_adv2_custom_target_map(resnet_model, batch):
+    x, y, t = batch
+    g = CAM(resnet_model)
+    yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    corner = ((yy < 3) & (xx < 3)).float().expand(4, 1, 8, 8).contiguous()
+    res = ADV2(resnet_model, g, warmup=10, steps=60)(x, t, target_map=corner)
+    benign = g(x, y)
+    assert (res.map - corner).pow(2).mean() < (benign - corner).pow(2).mean()
+    # any map size is accepted and resized to the interpreter's 8×8
+    big = torch.nn.functional.interpolate(corner, size=(64, 64))
+    res2 = ADV2(resnet_model, g, warmup=2, steps=2)(x, t, target_map=big)
+    assert res2.map.shape == (4, 1, 8, 8)
+
+
+def test_adv2_per_example_results_do_not_depend_on_batch(resnet_model, batch):
+    x, _, t = batch
+    atk = ADV2(resnet_model, CAM(resnet_model), warmup=5, steps=15)
+    full = atk(x, t)
+    part = atk(x[1:3], t[1:3])
+    frac_equal = (full.x_adv[1:3] - part.x_adv).abs().le(1e-6).float().mean()
+    assert frac_equal > 0.99
+    assert torch.equal(full.success[1:3], part.success)
+
+
+def test_lambda_schedule(resnet_model):
+    g = CAM(resnet_model)
+    atk = ADV2(resnet_model, g, steps=11, lam=3.0)
+    assert atk.lam_at(0) == 3.0 and atk.lam_at(10) == pytest.approx(6.0) and atk.lam_at(5) == pytest.approx(4.5)
+    assert ADV2(resnet_model, g, steps=11, lam=3.0, lam_schedule="constant").lam_at(10) == 3.0
+    assert ADV2(resnet_model, g).lam == pytest.approx(0.204 * 49)
+    assert ADV2(resnet_model, Grad(resnet_model)).lam == pytest.approx(0.007 * 56 * 56)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eps": 0}, "eps must be a positive"),
+        ({"eps": -0.1}, "eps must be a positive"),
+        ({"alpha": 0}, "alpha must be a positive"),
+        ({"steps": -1}, "steps must be"),
+        ({"lam": -1.0}, "lam must be"),
+        ({"perturbation": "l2"}, "unknown perturbation"),
+        ({"lam_schedule": "cosine"}, "unknown lam_schedule"),
+    ],
+)
+def test_adv2_bad_arguments(resnet_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ADV2(resnet_model, CAM(resnet_model), **kwargs)
+
+
+def test_flow_not_yet(resnet_model):
+    with pytest.raises(NotImplementedError, match="flow"):
+        ADV2(resnet_model, CAM(resnet_model), perturbation="flow")
+
+
+@pytest.mark.parametrize("attack", ["pgd", "adv2"])
+@pytest.mark.parametrize(
+    "x, t, match",
+    [
+        (torch.rand(2, 3, 64, 64) * 2, torch.tensor([0, 1]), r"\[0, 1\]"),
+        (torch.rand(3, 64, 64), torch.tensor([0]), "rank 4"),
+        (torch.rand(2, 4, 64, 64), torch.tensor([0, 1]), "3 colour channels"),
+        (torch.full((2, 3, 64, 64), float("nan")), torch.tensor([0, 1]), "NaN"),
+        (torch.rand(2, 3, 64, 64), torch.tensor([0, 10]), "out of range"),
+        (torch.rand(2, 3, 64, 64), torch.tensor([0, -1]), "out of range"),
+        (torch.rand(2, 3, 64, 64), torch.tensor([0]), r"shape \(2,\)"),
+        (torch.rand(2, 3, 64, 64), torch.tensor([0.0, 1.0]), "integer"),
+    ],
+)
+def test_bad_inputs(resnet_model, attack, x, t, match):
+    atk = PGD(resnet_model, steps=1) if attack == "pgd" else ADV2(resnet_model, CAM(resnet_model), steps=1, warmup=0)
+    with pytest.raises(ValueError, match=match):
+        atk(x, t)
+
+
+def test_bad_target_map(resnet_model, batch):
+    x, _, t = batch
+    atk = ADV2(resnet_model, CAM(resnet_model), steps=1, warmup=0)
+    with pytest.raises(ValueError, match="target_map must be a tensor of shape"):
+        atk(x, t, target_map=torch.rand(4, 8, 8))
+    with pytest.raises(ValueError, match=r"target_map must be in \[0, 1\]"):
+        atk(x, t, target_map=torch.rand(4, 1, 8, 8) + 1)

@@ -1,0 +1,73 @@
+"""The ``adv2`` command line: end-to-end runs and clean errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from adv2.cli import main
+from adv2.experiments.store import SUMMARY_KEYS
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "adv2", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes-resnet" in out and "gradcam" in out
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["demo", "--model", "nope"], "unknown model 'nope'"),
+        (["demo", "--n", "0"], "n must be a positive integer"),
+        (["demo", "--interpreters", "cam,foo"], "unknown interpreter 'foo'"),
+        (["train-zoo", "shapes-vgg"], "unknown embedded model"),
+    ],
+)
+def test_bad_input_exits_nonzero_without_traceback(args, match):
+    p = run_cli(*args, timeout=120)
+    assert p.returncode != 0
+    assert match in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
+    from adv2.experiments import demo
+
+    tiny = {"n": 3, "pgd": {"steps": 5}, **{k: {"warmup": 3, "steps": 5} for k in ("grad", "cam", "gradcam")}}
+    monkeypatch.setitem(demo.BUDGETS, "fast", tiny)
+    assert main(["demo", "--fast", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    for f in ("config.yaml", "env.json", "examples.csv", "summary.json", "maps.png", "tensors.safetensors"):
+        assert (run / f).exists(), f
+    summary = json.loads((run / "summary.json").read_text())
+    assert {(r["attack"], r["interpreter"]) for r in summary["rows"]} == {
+        (a, i) for a in ("pgd", "adv2") for i in ("grad", "cam", "gradcam")
+    }
+    for r in summary["rows"]:
+        assert set(SUMMARY_KEYS) <= set(r) and r["n"] == 3
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    env = json.loads((run / "env.json").read_text())
+    assert config["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
+    lines = (run / "examples.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 3 * 6
+
+
+@pytest.mark.slow
+def test_demo_fast_shows_the_papers_point(tmp_path):
+    """`adv2 demo --fast` end to end: ADV² success >= 90% and L1 <= 1/2 of PGD's everywhere."""
+    p = run_cli("demo", "--fast", "--out", str(tmp_path / "fast"), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((tmp_path / "fast" / "summary.json").read_text())["rows"]
+    by = {(r["attack"], r["interpreter"]): r for r in rows}
+    for interp in ("grad", "cam", "gradcam"):
+        adv, pgd = by[("adv2", interp)], by[("pgd", interp)]
+        assert adv["success_rate"] >= 0.9, adv
+        assert adv["l1"] <= 0.5 * pgd["l1"], (adv, pgd)
+    assert "adv2" in p.stdout and "success_rate" in p.stdout
