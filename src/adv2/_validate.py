@@ -47,10 +47,12 @@ def check_maps(m, n: int, name: str = "target_map") -> torch.Tensor:
     if not isinstance(m, torch.Tensor) or m.dim() != 4 or m.shape[0] != n or m.shape[1] != 1:
         shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
         raise ValueError(f"{name} must be a tensor of shape ({n}, 1, h, w), got {shape}")
-    if not torch.isfinite(m).all():
-        raise ValueError(f"{name} contains NaN or Inf values")
-    if float(m.min()) < 0 or float(m.max()) > 1:
-        raise ValueError(f"{name} must be in [0, 1], got range [{float(m.min()):.4g}, {float(m.max()):.4g}]")
+    with torch.no_grad():
+        if not torch.isfinite(m).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+        lo, hi = float(m.min()), float(m.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} must be in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
     return m
 
 

@@ -29,8 +29,8 @@ CLASSES = (
     "hexagon",
     "star",
     "cross",
-    "ring",
-    "crescent",
+    "rhombus",
+    "half-disk",
 )
 NUM_CLASSES = len(CLASSES)
 SIZE = 64
@@ -41,7 +41,7 @@ _SS = 2  # supersampling factor per axis for anti-aliased edges
 def _example_params(rng: np.random.Generator, label: int) -> dict:
     """Draw every random choice of one example from its own generator."""
     p: dict = {"label": label}
-    r = rng.uniform(9.0, 17.0)
+    r = rng.uniform(10.0, 17.0)
     p["radius"] = r
     p["cx"] = rng.uniform(r + 1, SIZE - r - 1)
     p["cy"] = rng.uniform(r + 1, SIZE - r - 1)
@@ -130,18 +130,21 @@ def shape_membership(label: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tens
         return rho <= 1
     if name == "ellipse":
         return u * u + (v / 0.6) ** 2 <= 1
-    if name in ("triangle", "square", "pentagon", "hexagon"):
-        n = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[name]
+    if name == "triangle":  # slightly larger, so its area is closer to the others'
+        return _regular_polygon(rho / 1.15, phi, 3)
+    if name in ("square", "pentagon", "hexagon"):
+        n = {"square": 4, "pentagon": 5, "hexagon": 6}[name]
         return _regular_polygon(rho, phi, n)
     if name == "star":
-        return _star(rho, phi)
+        return _star(rho, phi, inner=0.5)
     if name == "cross":
-        w = 0.32
+        w = 0.38
         return ((u.abs() <= w) & (v.abs() <= 1)) | ((v.abs() <= w) & (u.abs() <= 1))
-    if name == "ring":
-        return (rho <= 1) & (rho >= 0.55)
-    if name == "crescent":
-        return (rho <= 1) & ((u - 0.45) ** 2 + v * v >= 0.8**2)
+    if name == "rhombus":  # diagonals 2 and 1.2
+        return u.abs() + v.abs() / 0.6 <= 1
+    if name == "half-disk":  # centred on its centroid (4/(3π) from the flat side)
+        uc = u + 4 / (3 * math.pi)
+        return (uc * uc + v * v <= 1) & (uc >= 0)
     raise ValueError(f"unknown shape class {label}")
 
 
