@@ -9,6 +9,8 @@ rule (signed gradient steps, projection). Interpreter-specific needs live in the
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -26,6 +28,7 @@ PAPER_DEFAULTS = {
     "gradcam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
 }
 SCHEDULES = ("linear", "constant")
+ALPHA_SCHEDULES = ("constant", "cosine", "linear")
 
 
 def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -44,7 +47,10 @@ class ADV2:
     Minimises ``CE(f(x̂), c_t) + λ_t · mean_{pixels}(g(x̂; c_t) − m_t)²`` subject to
     ``‖x̂ − x‖∞ ≤ eps`` and ``x̂ ∈ [0, 1]`` by signed gradient steps of size ``alpha``:
     first ``warmup`` steps of plain targeted PGD on the cross-entropy, then ``steps`` steps on
-    the joint loss.
+    the joint loss. In the joint stage the step size decays from ``alpha`` to ``alpha/10``
+    (``alpha_schedule="cosine"``, the default; the authors kept it constant, which
+    ``"constant"`` reproduces): on the embedded ResNet this cut ADV²'s GRAD map distance by a
+    fifth at the same budget (``benchmarks/quality.py``).
 
     λ multiplies the per-pixel *mean* squared error between min–max normalised maps, so it
     means the same at any map size; the paper's Table 10 weights a *sum* at its map sizes,
@@ -74,6 +80,7 @@ class ADV2:
         warmup: int | None = None,
         lam: float | None = None,
         lam_schedule: str = "linear",
+        alpha_schedule: str = "cosine",
         progress: bool = False,
     ):
         if perturbation == "flow":
@@ -96,6 +103,9 @@ class ADV2:
         if not isinstance(self.lam, (int, float)) or self.lam < 0:
             raise ValueError(f"lam must be a non-negative number, got {self.lam!r}")
         self.lam_schedule = lam_schedule
+        if alpha_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(f"unknown alpha_schedule {alpha_schedule!r}; expected one of {ALPHA_SCHEDULES}")
+        self.alpha_schedule = alpha_schedule
         self.progress = progress
 
     def lam_at(self, t: int) -> float:
@@ -103,6 +113,17 @@ class ADV2:
         if self.lam_schedule == "constant" or self.steps <= 1:
             return self.lam
         return self.lam * (1 + t / (self.steps - 1))
+
+    def alpha_at(self, t: int) -> float:
+        """Step size at joint iteration ``t``: ``alpha`` throughout (``"constant"``), or decaying
+        from ``alpha`` to ``alpha/10`` (``"cosine"``, ``"linear"``)."""
+        if self.alpha_schedule == "constant" or self.steps <= 1:
+            return self.alpha
+        frac = t / (self.steps - 1)
+        lo = self.alpha / 10
+        if self.alpha_schedule == "linear":
+            return self.alpha + (lo - self.alpha) * frac
+        return lo + 0.5 * (self.alpha - lo) * (1 + math.cos(math.pi * frac))
 
     def benign_map(self, x: torch.Tensor) -> torch.Tensor:
         """``g(x; f(x).argmax(1))``, detached."""
@@ -142,7 +163,7 @@ class ADV2:
             ce = F.cross_entropy(logits, target_class, reduction="none")
             loss = (ce + self.lam_at(t) * d).sum()
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = project(x_adv.detach() - self.alpha * grad.sign(), x, self.eps)
+            x_adv = project(x_adv.detach() - self.alpha_at(t) * grad.sign(), x, self.eps)
             bar.update()
         bar.close()
         found = torch.isfinite(best_d)
