@@ -70,11 +70,12 @@ def main():
         x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         rows += bench("resnet50 (random init)", r50, x, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats)
     print(f"threads: {torch.get_num_threads()}  torch {torch.__version__}")
-    head = f"| {'model':24s} | {'batch':16s} | {'interp':7s} | {'PGD ms/it':>9s} | {'ADV² ms/it':>10s} | {'ratio':>5s} | {'bar':>4s} | ok |"
-    print(head)
+    print(f"| {'model':24s} | {'batch':16s} | {'interp':7s} | {'PGD ms/it':>9s} | {'ADV² ms/it':>10s} "
+          f"| {'ratio':>5s} | {'bar':>4s} | ok |")
     print("|" + "---|" * 8)
     for name, shape, interp, p, a, r, bar in rows:
-        print(f"| {name:24s} | {str(shape):16s} | {interp:7s} | {p:9.1f} | {a:10.1f} | {r:5.2f} | {bar:4.1f} | {'yes' if r <= bar else 'NO'} |")
+        ok = "yes" if r <= bar else "NO"
+        print(f"| {name:24s} | {str(shape):16s} | {interp:7s} | {p:9.1f} | {a:10.1f} | {r:5.2f} | {bar:4.1f} | {ok} |")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_pgd_one_step_matches_manual_sign_step(resnet_model, batch):
 
 def test_pgd_invariants_and_success(resnet_model, batch):
     x, _, t = batch
-    res = PGD(resnet_model, eps=EPS, steps=20, interpreter=CAM(resnet_model))(x, t)
+    res = PGD(resnet_model, eps=EPS, steps=300, interpreter=CAM(resnet_model))(x, t)
     _check_box(res, x)
     assert res.success.all()
     with torch.no_grad():
@@ -60,8 +60,8 @@ def test_adv2_fools_classifier_and_keeps_map(cls, resnet_model, batch):
     x, y, t = batch
     g = cls(resnet_model)
     benign = g(x, y).detach()
-    pgd = PGD(resnet_model, steps=20, interpreter=g)(x, t)
-    res = ADV2(resnet_model, g, warmup=10, steps=40)(x, t)
+    pgd = PGD(resnet_model, steps=50, interpreter=g)(x, t)
+    res = ADV2(resnet_model, g, warmup=40, steps=40)(x, t)
     _check_box(res, x)
     assert res.success.all()
     assert res.map.min() >= 0 and res.map.max() <= 1
@@ -77,7 +77,7 @@ def test_adv2_custom_target_map(resnet_model, batch):
     g = CAM(resnet_model)
     yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     corner = ((yy < 3) & (xx < 3)).float().expand(4, 1, 8, 8).contiguous()
-    res = ADV2(resnet_model, g, warmup=10, steps=60)(x, t, target_map=corner)
+    res = ADV2(resnet_model, g, warmup=40, steps=60)(x, t, target_map=corner)
     benign = g(x, y)
     assert (res.map - corner).pow(2).mean() < (benign - corner).pow(2).mean()
     # any map size is accepted and resized to the interpreter's 8×8

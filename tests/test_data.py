@@ -22,7 +22,7 @@ def test_shapes_ranges_and_shapes():
 def test_same_seed_same_bits_and_index_stability():
     a = shapes(6, split="test", seed=7)
     b = shapes(6, split="test", seed=7)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         assert torch.equal(u, v)
     c = shapes(3, split="test", seed=7, start=3)
     assert torch.equal(a[0][3:], c[0])

@@ -22,7 +22,9 @@ def check_images(x, name: str = "x") -> torch.Tensor:
             raise ValueError(f"{name} contains NaN or Inf values")
         lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
-        raise ValueError(f"{name} must be in [0, 1] (normalisation lives inside the model), got range [{lo:.4g}, {hi:.4g}]")
+        raise ValueError(
+            f"{name} must be in [0, 1] (normalisation lives inside the model), got range [{lo:.4g}, {hi:.4g}]"
+        )
     return x
 
 

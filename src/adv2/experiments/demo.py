@@ -118,12 +118,12 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     summary = {"model": model, "n": n, "seed": seed, "rows": rows, "benign": benign_stats,
                "seconds": round(time.time() - t_start, 1)}
     write_run(out, config, env_info(seed, next(net.parameters()).device), examples, summary, tensors)
-    labels = [f"{CLASSES[int(y)]}→{CLASSES[int(t)]}" for y, t in zip(y_all, ct_all)]
+    labels = [f"{CLASSES[int(y)]}→{CLASSES[int(t)]}" for y, t in zip(y_all, ct_all, strict=True)]
     maps_figure(x_all, maps, out / "maps.png", labels=labels,
                 title=f"{model}: benign / PGD / ADV² maps (rows: true → target class)")
     (out / "summary.md").write_text(markdown_table(rows) + "\n")
     if verbose:
         print(format_table(rows))
-        print(f"benign pointing game: " + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in benign_stats.items()))
+        print("benign pointing game: " + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in benign_stats.items()))
         print(f"run directory: {out}  ({summary['seconds']:.0f} s)")
     return summary

@@ -12,7 +12,7 @@ def target_classes(labels: torch.Tensor, indices, seed: int, num_classes: int) -
     """Random target class ≠ label for each example: ``(y + U{1..K−1}) mod K``, drawn from a
     generator seeded by ``(seed, dataset index)``, so it does not depend on batching."""
     out = []
-    for y, i in zip(labels.tolist(), list(indices)):
+    for y, i in zip(labels.tolist(), list(indices), strict=True):
         r = int(np.random.default_rng([seed, 7_919, int(i)]).integers(1, num_classes))
         out.append((y + r) % num_classes)
     return torch.tensor(out, dtype=torch.long)
