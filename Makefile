@@ -23,8 +23,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/zoo.py
+	$(BIN)/python benchmarks/quality.py --model shapes-resnet
+	$(BIN)/python benchmarks/quality.py --model shapes-densenet
 	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/surrogate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
