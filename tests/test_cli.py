@@ -28,6 +28,9 @@ def test_list(capsys):
         (["demo", "--n", "0"], "n must be a positive integer"),
         (["demo", "--interpreters", "cam,foo"], "unknown interpreter 'foo'"),
         (["train-zoo", "shapes-vgg"], "unknown embedded model"),
+        (["demo", "--eps", "0"], "eps must be a positive number"),
+        (["demo", "--eps", "-0.1"], "eps must be a positive number"),
+        (["demo", "--batch-size", "0"], "batch_size must be a positive integer"),
     ],
 )
 def test_bad_input_exits_nonzero_without_traceback(args, match):

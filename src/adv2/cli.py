@@ -11,7 +11,7 @@ def _demo(args) -> int:
 
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
-             progress=not args.no_progress)
+             eps=args.eps, progress=not args.no_progress)
     return 0
 
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=None, help="number of test images (default 32, --fast 12)")
     d.add_argument("--out", default=None, help="run directory (default runs/demo-MODEL[-fast])")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--eps", type=float, default=0.031, help="L∞ budget on [0, 1] images (default 0.031 ≈ 8/255)")
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--interpreters", default="grad,cam,gradcam", help="comma-separated interpreter names")
     d.add_argument("--no-progress", action="store_true")

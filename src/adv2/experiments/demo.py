@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics, models
+from adv2._validate import check_positive
 from adv2.attacks import ADV2, PGD
 from adv2.data import CLASSES, NUM_CLASSES
 from adv2.experiments.sampling import correctly_classified_shapes, target_classes
@@ -62,6 +63,9 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     n = n if n is not None else budget["n"]
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    eps, alpha = check_positive(eps, "eps"), check_positive(alpha, "alpha")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     for name in interpreter_names:
         if name not in interpreters.REGISTRY:
             raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(interpreters.REGISTRY)}")
