@@ -17,25 +17,16 @@ from adv2.experiments.sampling import correctly_classified_shapes, target_classe
 from adv2.experiments.store import env_info, format_table, markdown_table, summarize, write_run
 from adv2.report import maps_figure
 
+INTERPRETERS = ("grad", "cam", "gradcam")
+
+
+def _budget(n: int, pgd_steps: int, warmup: int, steps: int) -> dict:
+    return {"n": n, "pgd": {"steps": pgd_steps}, **{k: {"warmup": warmup, "steps": steps} for k in INTERPRETERS}}
+
+
 #: Attack budgets for the embedded 64×64 models, found by measurement (benchmarks/quality.py):
 #: ``pgd`` steps for the baseline; per interpreter, ADV²'s PGD ``warmup`` and joint ``steps``.
-BUDGETS = {
-    "default": {
-        "n": 32,
-        "pgd": {"steps": 100},
-        "grad": {"warmup": 50, "steps": 300},
-        "cam": {"warmup": 50, "steps": 300},
-        "gradcam": {"warmup": 50, "steps": 300},
-    },
-    "fast": {
-        "n": 12,
-        "pgd": {"steps": 50},
-        "grad": {"warmup": 20, "steps": 100},
-        "cam": {"warmup": 20, "steps": 100},
-        "gradcam": {"warmup": 20, "steps": 100},
-    },
-}
-INTERPRETERS = ("grad", "cam", "gradcam")
+BUDGETS = {"default": _budget(32, 100, 50, 300), "fast": _budget(12, 50, 20, 100)}
 
 
 def evaluate_attack(name, interp_name, res, benign, indices, seconds) -> list[dict]:
