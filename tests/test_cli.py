@@ -31,6 +31,13 @@ def test_list(capsys):
         (["demo", "--eps", "0"], "eps must be a positive number"),
         (["demo", "--eps", "-0.1"], "eps must be a positive number"),
         (["demo", "--batch-size", "0"], "batch_size must be a positive integer"),
+        (["demo", "--set", "mask.n_step=0"], "n_step must be an integer ≥ 1"),
+        (["demo", "--set", "mask.alpha_max=0"], "alpha_max must be a positive number"),
+        (["demo", "--set", "mask.interpreter.lr=0"], "mask lr must be a positive number"),
+        (["demo", "--set", "mask.interpreter.size=65", "--n", "1"], "mask size 65 is larger than the image"),
+        (["demo", "--set", "mask.bogus=1"], "bad setting for mask"),
+        (["demo", "--set", "nothing.steps=1"], "unknown setting 'nothing.steps'"),
+        (["demo", "--set", "mask.n_step"], "--set expects KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_nonzero_without_traceback(args, match):
@@ -43,7 +50,8 @@ def test_bad_input_exits_nonzero_without_traceback(args, match):
 def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     from adv2.experiments import demo
 
-    tiny = {"n": 3, "pgd": {"steps": 5}, **{k: {"warmup": 3, "steps": 5} for k in ("grad", "cam", "gradcam")}}
+    tiny = {"n": 3, "pgd": {"steps": 5}, **{k: {"warmup": 3, "steps": 5} for k in ("grad", "cam", "gradcam")},
+            "mask": {"warmup": 3, "steps": 2, "n_step": 1, "n_reset": 1, "interpreter": {"steps": 5}}}
     monkeypatch.setitem(demo.BUDGETS, "fast", tiny)
     assert main(["demo", "--fast", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     run = tmp_path / "run"
@@ -51,7 +59,7 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
         assert (run / f).exists(), f
     summary = json.loads((run / "summary.json").read_text())
     assert {(r["attack"], r["interpreter"]) for r in summary["rows"]} == {
-        (a, i) for a in ("pgd", "adv2") for i in ("grad", "cam", "gradcam")
+        (a, i) for a in ("pgd", "adv2") for i in ("grad", "cam", "gradcam", "mask")
     }
     for r in summary["rows"]:
         assert set(SUMMARY_KEYS) <= set(r) and r["n"] == 3
@@ -59,7 +67,8 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     env = json.loads((run / "env.json").read_text())
     assert config["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
     lines = (run / "examples.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 3 * 6
+    assert len(lines) == 1 + 3 * 8
+    assert config["budgets"]["mask"]["interpreter"] == {"steps": 5}
 
 
 @pytest.mark.slow
@@ -69,7 +78,7 @@ def test_demo_fast_shows_the_papers_point(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "fast" / "summary.json").read_text())["rows"]
     by = {(r["attack"], r["interpreter"]): r for r in rows}
-    for interp in ("grad", "cam", "gradcam"):
+    for interp in ("grad", "cam", "gradcam", "mask"):
         adv, pgd = by[("adv2", interp)], by[("pgd", interp)]
         assert adv["success_rate"] >= 0.9, adv
         assert adv["l1"] <= 0.5 * pgd["l1"], (adv, pgd)

@@ -11,7 +11,7 @@ def _demo(args) -> int:
 
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
-             eps=args.eps, progress=not args.no_progress)
+             eps=args.eps, overrides=args.set, progress=not args.no_progress)
     return 0
 
 
@@ -30,22 +30,24 @@ def _list(args) -> int:
 
     print("models:       " + ", ".join(EMBEDDED) + " (embedded); any torchvision classifier with --weights")
     print("interpreters: " + ", ".join(interpreters.names()))
-    print("attacks:      pgd, adv2")
+    print("attacks:      pgd, adv2 (sign steps; line search for mask)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adv2", description="ADV²: attacks on interpretable deep learning systems")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="PGD and ADV² against grad, cam and gradcam on an embedded model")
-    d.add_argument("--fast", action="store_true", help="fewer images and smaller budgets (< 3 min on 2 cores)")
+    d = sub.add_parser("demo", help="PGD and ADV² against grad, cam, gradcam and mask on an embedded model")
+    d.add_argument("--fast", action="store_true", help="fewer images and smaller budgets (a few minutes on 2 cores)")
     d.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
     d.add_argument("--n", type=int, default=None, help="number of test images (default 32, --fast 12)")
     d.add_argument("--out", default=None, help="run directory (default runs/demo-MODEL[-fast])")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--eps", type=float, default=0.031, help="L∞ budget on [0, 1] images (default 0.031 ≈ 8/255)")
     d.add_argument("--batch-size", type=int, default=32)
-    d.add_argument("--interpreters", default="grad,cam,gradcam", help="comma-separated interpreter names")
+    d.add_argument("--interpreters", default="grad,cam,gradcam,mask", help="comma-separated interpreter names")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an attack budget entry, e.g. mask.n_step=2, mask.interpreter.steps=100, pgd.steps=50")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
     t = sub.add_parser("train-zoo", help="reproduce an embedded model's weights from a seed")

@@ -3,21 +3,25 @@
 One loop for every interpreter: a perturbation model (the L∞ box; the flow field of StAdv
 joins later) × the prediction loss (cross-entropy towards ``c_t``) × the interpretation loss
 (mean squared error between the map and the target map, weighted by a λ schedule) × the step
-rule (signed gradient steps, projection). Interpreter-specific needs live in the interpreter
-(:meth:`~adv2.interpreters.Interpreter.logits_and_map` with ``smooth=True``).
+rule (:mod:`adv2.attacks.steps`: signed steps, or MASK's per-example line search).
+Interpreter-specific needs are small strategy objects the interpreter provides
+(:meth:`~adv2.interpreters.Interpreter.tracker`): the GRAD surrogate lives in
+``logits_and_map(smooth=True)``, MASK's running mask and resets in its tracker.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from adv2._validate import check_images, check_maps, check_positive, check_targets, num_classes_of
-from adv2.attacks.pgd import pgd_step, project
+from adv2.attacks.pgd import pgd_step, quantize
 from adv2.attacks.result import AttackResult, finish
+from adv2.attacks.steps import SearchStep, SignStep
 
 #: Paper defaults (Table 10, PGD-based ADV²) per interpreter: joint iterations and λ on the
 #: per-pixel mean squared error (= the paper's λ on the summed error × its map size: GRAD
@@ -26,8 +30,13 @@ PAPER_DEFAULTS = {
     "grad": dict(steps=800, warmup=300, lam=0.007 * 56 * 56),
     "cam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
     "gradcam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
+    # MASK (Table 10): 1000 iterations, n_step 4, n_reset 50, line search α_max 0.08 with 12
+    # halvings. The paper gives no λ for it; 10 weights the mean squared error of 1 − m maps.
+    "mask": dict(steps=1000, warmup=300, lam=10.0, step_rule="search", n_step=4, n_reset=50),
 }
 SCHEDULES = ("linear", "constant")
+STEP_RULES = ("sign", "search")
+MASK_LOSSES = ("unroll", "objective")
 ALPHA_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -38,6 +47,27 @@ def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if m.shape[-2] >= size[0] and m.shape[-1] >= size[1]:
         return F.adaptive_avg_pool2d(m, size)
     return F.interpolate(m, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@dataclass
+class AttackContext:
+    """What the loop's strategies may read: the clean images ``x``, the target classes, the
+    target maps ``m_t`` (resized to the interpreter's map size on first use) and ``eps``."""
+
+    x: torch.Tensor
+    target_class: torch.Tensor
+    m_t: torch.Tensor
+    eps: float
+
+    def distance(self, m: torch.Tensor) -> torch.Tensor:
+        """Per-example mean squared error ``(N,)`` between maps ``m`` and the target maps."""
+        if m.shape[-2:] != self.m_t.shape[-2:]:
+            self.m_t = resize_map(self.m_t, m.shape[-2:])
+        return (m - self.m_t).pow(2).flatten(1).mean(1)
+
+    def quantize(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """``x_adv`` on the 8-bit grid, inside the ε-ball (:func:`adv2.attacks.pgd.quantize`)."""
+        return quantize(x_adv, self.x, self.eps)
 
 
 class ADV2:
@@ -63,6 +93,14 @@ class ADV2:
     the surrogate map the loss uses); if none is, the last iterate. Everything is per example,
     so results do not depend on batch composition.
 
+    MASK (an optimisation, not a formula) joins the same loop through its tracker and the
+    ``"search"`` step rule (its defaults): a running mask follows ``x̂`` by ``n_step``
+    differentiated Adam steps per iteration and is re-solved from scratch on the 8-bit image
+    every ``n_reset`` iterations, where the keep-best candidates are taken; the image moves
+    along the L2-normalised gradient by the largest of ``alpha_max, alpha_max/2, …`` (``n_bs``
+    halvings) that keeps it classified as ``c_t``, per example (:mod:`adv2.attacks.steps`).
+    ``mask_loss="objective"`` replaces the unrolled steps by the authors' shortcut.
+
     Call: ``atk(x, target_class, target_map=None)`` with ``x`` ``(N, 3, H, W)`` in ``[0, 1]``,
     ``target_class`` ``(N,)``, ``target_map`` ``(N, 1, h, w)`` in ``[0, 1]`` (any size, resized
     to the interpreter's) or ``None`` for the benign map ``g(x; f(x).argmax(1))``.
@@ -81,6 +119,12 @@ class ADV2:
         lam: float | None = None,
         lam_schedule: str = "linear",
         alpha_schedule: str = "cosine",
+        step_rule: str | None = None,
+        alpha_max: float = 0.08,
+        n_bs: int = 12,
+        n_step: int | None = None,
+        n_reset: int | None = None,
+        mask_loss: str = "unroll",
         progress: bool = False,
     ):
         if perturbation == "flow":
@@ -96,9 +140,7 @@ class ADV2:
         self.steps = defaults["steps"] if steps is None else steps
         self.warmup = defaults["warmup"] if warmup is None else warmup
         for k in ("steps", "warmup"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{k} must be a non-negative integer, got {v!r}")
+            _check_int(getattr(self, k), k, 0)
         self.lam = defaults["lam"] if lam is None else lam
         if not isinstance(self.lam, (int, float)) or self.lam < 0:
             raise ValueError(f"lam must be a non-negative number, got {self.lam!r}")
@@ -106,6 +148,16 @@ class ADV2:
         if alpha_schedule not in ALPHA_SCHEDULES:
             raise ValueError(f"unknown alpha_schedule {alpha_schedule!r}; expected one of {ALPHA_SCHEDULES}")
         self.alpha_schedule = alpha_schedule
+        self.step_rule = defaults.get("step_rule", "sign") if step_rule is None else step_rule
+        if self.step_rule not in STEP_RULES:
+            raise ValueError(f"unknown step_rule {self.step_rule!r}; expected one of {STEP_RULES}")
+        self.alpha_max = check_positive(alpha_max, "alpha_max")
+        self.n_bs = _check_int(n_bs, "n_bs", 0)
+        self.n_step = _check_int(defaults.get("n_step", 4) if n_step is None else n_step, "n_step", 1)
+        self.n_reset = _check_int(defaults.get("n_reset", 50) if n_reset is None else n_reset, "n_reset", 1)
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f"unknown mask_loss {mask_loss!r}; expected one of {MASK_LOSSES}")
+        self.mask_loss = mask_loss
         self.progress = progress
 
     def lam_at(self, t: int) -> float:
@@ -135,8 +187,13 @@ class ADV2:
         check_images(x)
         n = x.shape[0]
         target_class = check_targets(target_class, n, num_classes_of(self.model))
+        self.interpreter.validate(x)
         x = x.detach()
         m_t = self.benign_map(x) if target_map is None else check_maps(target_map, n).detach().to(x)
+
+        ctx = AttackContext(x, target_class, m_t, self.eps)
+        tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss)
+        step = SignStep(self.alpha_at) if self.step_rule == "sign" else SearchStep(self.model, self.alpha_max, self.n_bs)
 
         x_adv = x.clone()
         bar = tqdm(total=self.warmup + self.steps, desc=f"adv2[{self.interpreter.name}]",
@@ -150,28 +207,35 @@ class ADV2:
         for t in range(self.steps + 1):
             x_adv.requires_grad_(True)
             last = t == self.steps
-            logits, m = self.interpreter.logits_and_map(x_adv, target_class, create_graph=not last, smooth=True)
-            if m.shape[-2:] != m_t.shape[-2:]:
-                m_t = resize_map(m_t, m.shape[-2:])
-            d = (m - m_t).pow(2).flatten(1).mean(1)
-            with torch.no_grad():
-                better = (logits.argmax(1) == target_class) & (d < best_d)
-                best_d = torch.where(better, d.detach(), best_d)
-                best_x = torch.where(better[:, None, None, None], x_adv.detach(), best_x)
+            logits, d, cand = tracker(ctx, x_adv, t, last)
+            if cand is not None:
+                with torch.no_grad():
+                    x_c, d_c, ok = cand
+                    better = ok & (d_c < best_d)
+                    best_d = torch.where(better, d_c, best_d)
+                    best_x = torch.where(better[:, None, None, None], x_c, best_x)
             if last:
                 break
             ce = F.cross_entropy(logits, target_class, reduction="none")
             loss = (ce + self.lam_at(t) * d).sum()
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = project(x_adv.detach() - self.alpha_at(t) * grad.sign(), x, self.eps)
+            x_adv = step(ctx, x_adv, grad, t)
             bar.update()
         bar.close()
         found = torch.isfinite(best_d)
         x_out = torch.where(found[:, None, None, None], best_x, x_adv.detach())
         res = finish(self.model, x_out, target_class, self.interpreter)
-        res.map_distance = (res.map - resize_map(m_t, res.map.shape[-2:])).pow(2).flatten(1).mean(1)
+        res.map_distance = ctx.distance(res.map)
         return res
 
     def __repr__(self):
         return (f"ADV2({self.interpreter!r}, eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, "
-                f"warmup={self.warmup}, lam={self.lam:.4g}, schedule={self.lam_schedule!r})")
+                f"warmup={self.warmup}, lam={self.lam:.4g}, schedule={self.lam_schedule!r}, "
+                f"step_rule={self.step_rule!r})")
+
+
+def _check_int(v, name: str, lo: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        what = "a non-negative integer" if lo == 0 else f"an integer ≥ {lo}"
+        raise ValueError(f"{name} must be {what}, got {v!r}")
+    return v

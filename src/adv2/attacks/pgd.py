@@ -69,3 +69,14 @@ def pgd_step(model, x_adv, x, target_class, eps, alpha, extra_loss=None):
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project onto the L∞ ball of radius ``eps`` around ``x`` intersected with ``[0, 1]``."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+def quantize(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Round ``x_adv`` to 8-bit pixel values (multiples of 1/255) while staying inside the L∞ ball
+    of radius ``eps`` around ``x`` and ``[0, 1]``: what a saved PNG of the result would hold.
+    Where the ball holds no 8-bit value the pixel is left as :func:`project` gives it."""
+    q = torch.round(x_adv * 255) / 255
+    lo = (torch.ceil((x - eps) * 255 - 1e-4) / 255).clamp_min(0)
+    hi = (torch.floor((x + eps) * 255 + 1e-4) / 255).clamp_max(1)
+    q = torch.min(torch.max(q, lo), hi)
+    return torch.where(lo <= hi, q, project(x_adv, x, eps))

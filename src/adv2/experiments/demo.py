@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics, models
@@ -17,16 +18,46 @@ from adv2.experiments.sampling import correctly_classified_shapes, target_classe
 from adv2.experiments.store import env_info, format_table, markdown_table, summarize, write_run
 from adv2.report import maps_figure
 
-INTERPRETERS = ("grad", "cam", "gradcam")
+INTERPRETERS = ("grad", "cam", "gradcam", "mask")
 
 
-def _budget(n: int, pgd_steps: int, warmup: int, steps: int) -> dict:
-    return {"n": n, "pgd": {"steps": pgd_steps}, **{k: {"warmup": warmup, "steps": steps} for k in INTERPRETERS}}
+def _budget(n: int, pgd_steps: int, warmup: int, steps: int, mask: dict) -> dict:
+    return {"n": n, "pgd": {"steps": pgd_steps}, **{k: {"warmup": warmup, "steps": steps} for k in INTERPRETERS[:3]},
+            "mask": mask}
 
 
 #: Attack budgets for the embedded 64×64 models, found by measurement (benchmarks/quality.py):
-#: ``pgd`` steps for the baseline; per interpreter, ADV²'s PGD ``warmup`` and joint ``steps``.
-BUDGETS = {"default": _budget(32, 100, 50, 300), "fast": _budget(12, 50, 20, 100)}
+#: ``pgd`` steps for the baseline; per interpreter, the keyword arguments of ``ADV2`` (its PGD
+#: ``warmup``, joint ``steps``, MASK's ``n_step``, ``n_reset``, ``alpha_max``) and, under
+#: ``interpreter``, those of the interpreter itself (MASK's Adam ``steps``).
+BUDGETS = {
+    "default": _budget(32, 100, 50, 300, {"warmup": 50, "steps": 100, "n_step": 4, "n_reset": 25, "alpha_max": 0.3,
+                                          "interpreter": {"steps": 300}}),
+    "fast": _budget(12, 50, 20, 100, {"warmup": 50, "steps": 100, "n_step": 4, "n_reset": 25, "alpha_max": 0.3,
+                                      "interpreter": {"steps": 300}}),
+}
+
+
+def apply_overrides(budget: dict, overrides: list[str]) -> dict:
+    """Set ``KEY=VALUE`` entries (dotted keys into the budget, e.g. ``mask.n_step=2``,
+    ``mask.interpreter.lr=0.05``, ``pgd.steps=10``, ``n=4``; values parsed as YAML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        *path, last = key.strip().split(".")
+        node = budget
+        for i, part in enumerate(path):
+            if not isinstance(node.get(part), dict):
+                if part == "interpreter" and i == 1 and path[0] in INTERPRETERS:
+                    node[part] = {}
+                else:
+                    raise ValueError(f"unknown setting {key!r}; top-level keys: {sorted(budget)}")
+            node = node[part]
+        if not last:
+            raise ValueError(f"unknown setting {key!r}")
+        node[last] = yaml.safe_load(value)
+    return budget
 
 
 def evaluate_attack(name, interp_name, res, benign, indices, seconds) -> list[dict]:
@@ -47,10 +78,14 @@ def evaluate_attack(name, interp_name, res, benign, indices, seconds) -> list[di
 
 def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = None, out: str | Path | None = None,
              seed: int = 0, batch_size: int = 32, interpreter_names=INTERPRETERS, eps: float = 0.031,
-             alpha: float = 1 / 255, budgets: dict | None = None, progress: bool = True, verbose: bool = True) -> dict:
+             alpha: float = 1 / 255, budgets: dict | None = None, overrides: list[str] | None = None,
+             progress: bool = True, verbose: bool = True) -> dict:
     """Run PGD and ADV² against each interpreter on ``n`` correctly classified test images of
-    an embedded model; write the run directory ``out`` and return the summary dict."""
-    budget = copy.deepcopy(budgets or BUDGETS["fast" if fast else "default"])
+    an embedded model; write the run directory ``out`` and return the summary dict.
+
+    ``budgets`` replaces the attack budgets (:data:`BUDGETS`); ``overrides`` sets single
+    entries of them (``["mask.n_step=2"]``, see :func:`apply_overrides`)."""
+    budget = apply_overrides(copy.deepcopy(budgets or BUDGETS["fast" if fast else "default"]), overrides or [])
     n = n if n is not None else budget["n"]
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -60,11 +95,26 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     for name in interpreter_names:
         if name not in interpreters.REGISTRY:
             raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(interpreters.REGISTRY)}")
+    net = models.load(model)
+    # build every interpreter and attack before any work, so bad settings fail at once
+    interps, attacks = {}, {}
+    for name in interpreter_names:
+        kwargs = dict(budget.get(name, {}))
+        try:
+            interps[name] = interpreters.get(name, net, **kwargs.pop("interpreter", {}))
+            attacks[name] = ADV2(net, interps[name], eps=eps, alpha=alpha, **kwargs)
+        except TypeError as e:  # an unknown keyword from --set
+            raise ValueError(f"bad setting for {name}: {e}") from None
+    try:
+        pgd_attack = PGD(net, eps=eps, alpha=alpha, **budget["pgd"])
+    except TypeError as e:
+        raise ValueError(f"bad setting for pgd: {e}") from None
     out = Path(out) if out is not None else Path("runs") / f"demo-{model}{'-fast' if fast else ''}"
     torch.manual_seed(seed)
     t_start = time.time()
-    net = models.load(model)
     x_all, y_all, masks, idx = correctly_classified_shapes(net, n, seed=seed)
+    for g in interps.values():
+        g.validate(x_all)
     ct_all = target_classes(y_all, idx, seed, NUM_CLASSES)
     config = {
         "command": "demo", "model": model, "n": n, "seed": seed, "fast": fast, "batch_size": batch_size,
@@ -81,18 +131,18 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     for b in batches:
         x, ct, ids = x_all[b], ct_all[b], idx[b]
         t0 = time.time()
-        res = PGD(net, eps=eps, alpha=alpha, **budget["pgd"])(x, ct)
+        res = pgd_attack(x, ct)
         t_pgd = time.time() - t0
         x_pgd_all.append(res.x_adv)
         bar.update()
         for name in interpreter_names:
-            g = interpreters.get(name, net)
+            g = interps[name]
             benign = g(x, y_all[b]).detach()
             pgd_map = g(res.x_adv, ct).detach()
             res.map = pgd_map
             examples += evaluate_attack("pgd", name, res, benign, ids, t_pgd)
             t0 = time.time()
-            r2 = ADV2(net, g, eps=eps, alpha=alpha, **budget[name])(x, ct, target_map=benign)
+            r2 = attacks[name](x, ct, target_map=benign)
             examples += evaluate_attack("adv2", name, r2, benign, ids, time.time() - t0)
             maps[name]["benign"].append(benign)
             maps[name]["pgd"].append(pgd_map)

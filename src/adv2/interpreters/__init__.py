@@ -7,16 +7,17 @@ pure torch, and give the classifier's logits from the same forward pass
 
 from __future__ import annotations
 
-from adv2.interpreters.base import Interpreter, minmax
+from adv2.interpreters.base import Interpreter, MapTracker, minmax
 from adv2.interpreters.cam import CAM, GradCAM
 from adv2.interpreters.grad import Grad
+from adv2.interpreters.mask import Mask, MaskState
 from adv2.interpreters.smooth_relu import smooth_relu
 
-REGISTRY = {"grad": Grad, "cam": CAM, "gradcam": GradCAM}
+REGISTRY = {"grad": Grad, "cam": CAM, "gradcam": GradCAM, "mask": Mask}
 
 
 def get(name: str, model, **kwargs) -> Interpreter:
-    """An interpreter by name: ``grad`` | ``cam`` | ``gradcam``."""
+    """An interpreter by name: ``grad`` | ``cam`` | ``gradcam`` | ``mask``."""
     key = name.lower() if isinstance(name, str) else name
     if key not in REGISTRY:
         raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(REGISTRY)}")
@@ -27,4 +28,5 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-__all__ = ["CAM", "Grad", "GradCAM", "Interpreter", "REGISTRY", "get", "minmax", "names", "smooth_relu"]
+__all__ = ["CAM", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState", "REGISTRY", "get", "minmax", "names",
+           "smooth_relu"]

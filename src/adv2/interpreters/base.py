@@ -54,5 +54,43 @@ class Interpreter:
         """
         raise NotImplementedError
 
+    def validate(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` if this interpreter cannot run on images shaped like ``x``
+        (called before long work starts; the default accepts any size)."""
+
+    def tracker(self, **options) -> MapTracker:
+        """The ADV² loop's view of this interpreter (a small strategy object, see :class:`MapTracker`).
+
+        ``options`` are interpreter-specific attack settings (MASK: ``n_step``, ``n_reset``);
+        interpreters without such settings ignore them."""
+        return MapTracker(self)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class MapTracker:
+    """How the ADV² loop sees an interpreter at each joint iteration.
+
+    ``tracker(ctx, x_adv, t, last)`` returns ``(logits, d, candidate)``:
+
+    - ``logits`` ``(N, K)`` of ``x_adv`` and ``d`` ``(N,)`` the interpretation loss (the mean
+      squared error ``ctx.distance`` to the target map), both differentiable w.r.t. ``x_adv``
+      (``None`` at the ``last`` iteration, which only evaluates);
+    - ``candidate``: ``None`` or ``(x_c, d_c, ok)``, an image the loop may keep as its result
+      if ``ok`` (classified as the target) and ``d_c`` is the smallest distance seen so far.
+
+    This default recomputes the map from scratch at every iteration (``logits_and_map`` with the
+    interpreter's surrogate) and offers every iterate as a candidate. Interpreters whose maps are
+    an optimisation (MASK) keep a state across iterations instead.
+    """
+
+    def __init__(self, interpreter: Interpreter):
+        self.g = interpreter
+
+    def __call__(self, ctx, x_adv: torch.Tensor, t: int, last: bool):
+        logits, m = self.g.logits_and_map(x_adv, ctx.target_class, create_graph=not last, smooth=True)
+        d = ctx.distance(m)
+        with torch.no_grad():
+            ok = logits.argmax(1) == ctx.target_class
+        return logits, d, (x_adv.detach(), d.detach(), ok)

@@ -1,0 +1,325 @@
+"""MASK: meaningful perturbation (Fong & Vedaldi, 2017), the perturbation-guided interpreter.
+
+Per image, a smooth low-resolution saliency ``s ∈ [0, 1]`` is optimised; upsampled bilinearly
+to the image, it says where the image is replaced by a blurred copy (``φ(x; m) = m ⊙ x +
+(1 − m) ⊙ blur(x)``, ``m`` the keep-mask). Two games (Fong & Vedaldi, §4):
+
+- ``"delete"`` (the paper's formulation): ``m = 1 − s``; blurring the salient region must
+  destroy the class score::
+
+      min_s  λ₁ · mean|s| + λ₂ · TV_β(s) + p_c(φ(x; 1 − s))          (‖1 − m‖₁ = ‖s‖₁)
+
+- ``"preserve"`` (the default): ``m = s``; keeping only the salient region must preserve it::
+
+      min_s  λ₁ · mean|s| + λ₂ · TV_β(s) + 1 − p_c(φ(x; s))
+
+``p_c`` is the softmax probability of class ``c``, the perturbed image is jittered by a seeded
+random shift each step, and ``s`` is updated by Adam and clipped to ``[0, 1]``. On the embedded
+models the deletion game finds small adversarial deletions (blurring a patch of clutter flips
+these deliberately fragile classifiers) and its pointing game stays below 80%; the preservation
+game points at the object in about 90% of the test images (``benchmarks/quality.py``), hence
+the default. The map is ``s`` itself, ``(N, 1, h, w)`` in ``[0, 1]`` at the mask's resolution.
+
+Every example is optimised on its own (the loss is a sum of per-example terms and each
+example's jitter comes from its own seed), so a map never depends on the batch. The optimisation
+is warm-startable (:class:`MaskState`: the saliency, Adam's moments and the step count):
+:meth:`Mask.solve` continues from a state exactly where it stopped, which the ADV² attack uses
+to follow the optimum as the image changes (:class:`MaskTracker`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from adv2._validate import check_images, check_targets, num_classes_of
+from adv2.interpreters.base import Interpreter
+from adv2.interpreters.smooth_relu import smooth_relu
+
+
+def l1_term(s: torch.Tensor) -> torch.Tensor:
+    """Area term ``mean |s|`` per example over the saliency's pixels (the deletion game's
+    ``‖1 − m‖₁ / (h·w)`` for the keep-mask ``m = 1 − s``); ``(N, 1, h, w)`` → ``(N,)``."""
+    return s.abs().flatten(1).mean(1)
+
+
+def tv_term(m: torch.Tensor, beta: float = 3.0) -> torch.Tensor:
+    """Total variation ``mean_u (Δx(u)² + Δy(u)²)^{β/2}`` per example, ``(N, 1, h, w)`` → ``(N,)``.
+
+    ``Δx(u) = m[i, j+1] − m[i, j]`` and ``Δy(u) = m[i+1, j] − m[i, j]`` are taken at the *same*
+    location ``u = (i, j)``, over the ``(h − 1) × (w − 1)`` locations that have both (so it is
+    right for non-square masks; the authors' code paired transposed differences). A 1e-12 inside
+    the power keeps its second derivative finite where the differences vanish (the attack
+    differentiates the MASK update); it adds at most 1e-18 per location for β = 3.
+    """
+    base = m[:, :, :-1, :-1]
+    dx = m[:, :, :-1, 1:] - base
+    dy = m[:, :, 1:, :-1] - base
+    return (dx * dx + dy * dy + 1e-12).pow(beta / 2).flatten(1).mean(1)
+
+
+def jitter_offsets(seeds: list[int], step: int, radius: int) -> torch.Tensor:
+    """Integer offsets ``(N, 2)`` in ``[−radius, radius]`` for Adam step ``step`` of each example,
+    a pure function of ``(seed, step)``: a resumed optimisation sees the jitter it would have seen."""
+    out = []
+    cache: dict[int, tuple[int, int]] = {}
+    for s in seeds:
+        if s not in cache:
+            r = random.Random(f"adv2-mask-jitter:{s}:{step}")
+            cache[s] = (r.randint(-radius, radius), r.randint(-radius, radius))
+        out.append(cache[s])
+    return torch.tensor(out, dtype=torch.long)
+
+
+def shift(x: torch.Tensor, offsets: torch.Tensor, radius: int) -> torch.Tensor:
+    """Translate each image of ``x`` ``(N, C, H, W)`` by its ``offsets`` ``(N, 2)`` (dy, dx) pixels,
+    filling the border by reflection (differentiable)."""
+    if radius == 0:
+        return x
+    n, c, h, w = x.shape
+    xp = F.pad(x, (radius,) * 4, mode="reflect")
+    off = offsets.to(x.device)
+    rows = torch.arange(h, device=x.device)[None] + radius + off[:, :1]  # (N, H)
+    cols = torch.arange(w, device=x.device)[None] + radius + off[:, 1:]  # (N, W)
+    i = torch.arange(n, device=x.device)[:, None, None, None]
+    ch = torch.arange(c, device=x.device)[None, :, None, None]
+    return xp[i, ch, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+@dataclass
+class MaskState:
+    """Where a MASK optimisation stands: the saliency ``saliency`` ``(N, 1, h, w)`` in ``[0, 1]``,
+    Adam's moment estimates (same shape) and the number of Adam steps taken so far."""
+
+    saliency: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    step: int = 0
+
+    def detach(self) -> MaskState:
+        return MaskState(self.saliency.detach(), self.exp_avg.detach(), self.exp_avg_sq.detach(), self.step)
+
+    def select(self, keep: torch.Tensor) -> MaskState:
+        """The state of the examples selected by ``keep`` (a bool or index tensor)."""
+        return MaskState(self.saliency[keep], self.exp_avg[keep], self.exp_avg_sq[keep], self.step)
+
+
+def _straight_through_clamp(m: torch.Tensor) -> torch.Tensor:
+    """``m.clamp(0, 1)`` in the forward pass, the identity in the backward pass."""
+    return m + (m.clamp(0, 1) - m).detach()
+
+
+class Mask(Interpreter):
+    """Meaningful-perturbation saliency; map ``(N, 1, h, w)`` in ``[0, 1]`` (high = important).
+
+    Parameters (defaults chosen by measurement on the embedded 64×64 models, see the README):
+
+    - ``game``: ``"preserve"`` (default) or ``"delete"`` (the paper's), see the module docs.
+    - ``size``: the mask's side ``h = w`` (default ``H // 4``: 16×16 at 64×64, where 8×8 pointed
+      at the object far less often; the authors used 28×28 at 224×224, ``size=28``); at most
+      the image's side.
+    - ``steps``, ``lr``: Adam iterations and learning rate (the authors': 300, 0.1).
+    - ``l1``, ``tv``, ``beta``: weights of the area term ``mean|s|`` (:func:`l1_term`) and of
+      the smoothness term ``TV_β(s)`` (:func:`tv_term`), and its exponent (3).
+    - ``blur_sigma``: σ of the Gaussian blur of the image, in pixels (the authors' 10).
+    - ``jitter``: each step the perturbed image is shifted by up to ``jitter`` pixels in each
+      direction (reflective border), drawn from the example's seed, so the mask cannot exploit
+      single pixels.
+    - ``init``: the saliency every pixel starts from.
+    - ``seed``: the jitter seed used by ``g(x, c)``; :meth:`solve` also takes per-example seeds.
+    """
+
+    name = "mask"
+    GAMES = ("preserve", "delete")
+
+    def __init__(self, model, game: str = "preserve", size: int | None = None, steps: int = 300, lr: float = 0.1,
+                 l1: float = 1.0, tv: float = 0.2, beta: float = 3.0, blur_sigma: float = 10.0, jitter: int = 1,
+                 init: float = 0.5, seed: int = 0):
+        super().__init__(model)
+        if game not in self.GAMES:
+            raise ValueError(f"unknown mask game {game!r}; expected one of {self.GAMES}")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"mask size must be a positive integer, got {size!r}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"mask steps must be a positive integer, got {steps!r}")
+        for name, v in (("lr", lr), ("beta", beta), ("blur_sigma", blur_sigma)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 or v == float("inf"):
+                raise ValueError(f"mask {name} must be a positive number, got {v!r}")
+        for name, v in (("l1", l1), ("tv", tv)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+                raise ValueError(f"mask {name} weight must be a non-negative number, got {v!r}")
+        if not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0:
+            raise ValueError(f"mask jitter must be a non-negative integer, got {jitter!r}")
+        if not isinstance(init, (int, float)) or isinstance(init, bool) or not 0 <= init <= 1:
+            raise ValueError(f"mask init must be in [0, 1], got {init!r}")
+        self.game, self.size, self.steps, self.lr = game, size, steps, float(lr)
+        self.l1, self.tv, self.beta = float(l1), float(tv), float(beta)
+        self.blur_sigma, self.jitter, self.init, self.seed = float(blur_sigma), jitter, float(init), seed
+        self.betas, self.adam_eps = (0.9, 0.999), 1e-8
+
+    # ------------------------------------------------------------------ geometry
+    def mask_size(self, x: torch.Tensor) -> tuple[int, int]:
+        h, w = x.shape[-2:]
+        if self.size is None:
+            return max(1, h // 4), max(1, w // 4)
+        if self.size > min(h, w):
+            raise ValueError(f"mask size {self.size} is larger than the image ({h}×{w})")
+        return self.size, self.size
+
+    def blurred(self, x: torch.Tensor) -> torch.Tensor:
+        """The image with its information removed: a Gaussian blur, σ = ``blur_sigma``."""
+        sigma = self.blur_sigma
+        k = 2 * int(3 * sigma + 0.5) + 1
+        k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)  # reflect padding needs k/2 < side
+        return gaussian_blur(x, [k, k], [sigma, sigma])
+
+    def start(self, x: torch.Tensor) -> MaskState:
+        """A fresh state: the saliency at ``init`` everywhere, zero moments, step 0."""
+        h, w = self.mask_size(x)
+        m = torch.full((x.shape[0], 1, h, w), self.init, device=x.device, dtype=x.dtype)
+        return MaskState(m, torch.zeros_like(m), torch.zeros_like(m), 0)
+
+    # ------------------------------------------------------------------ optimisation
+    def objective(self, x, blur, s, target, offsets, smooth=False) -> torch.Tensor:
+        """Per-example MASK objective ``(N,)`` of saliencies ``s`` ``(N, 1, h, w)`` for images
+        ``x`` and their blurred versions ``blur``, jittered by ``offsets`` ``(N, 2)``."""
+        up = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        keep = up if self.game == "preserve" else 1 - up
+        phi = shift(keep * x + (1 - keep) * blur, offsets, self.jitter)
+        if smooth:
+            with smooth_relu():
+                logits = self.model(phi)
+        else:
+            logits = self.model(phi)
+        p = torch.softmax(logits, 1).gather(1, target[:, None])[:, 0]
+        score = 1 - p if self.game == "preserve" else p
+        return self.l1 * l1_term(s) + self.tv * tv_term(s, self.beta) + score
+
+    def solve(self, x: torch.Tensor, target: torch.Tensor, state: MaskState | None = None, steps: int | None = None,
+              seed: int | torch.Tensor | None = None, create_graph: bool = False,
+              smooth: bool = False) -> tuple[torch.Tensor, MaskState]:
+        """Run ``steps`` Adam steps (default ``self.steps``) from ``state`` (default: a fresh start).
+
+        Returns the saliency ``(N, 1, h, w)`` in ``[0, 1]`` and the new state.
+        ``seed``: one jitter seed for every example, or ``(N,)`` per-example seeds (default
+        ``self.seed``). ``create_graph``: keep the graph through the steps so the map can be
+        differentiated w.r.t. ``x`` (the attack's unrolled inner steps; Adam's second moment is
+        treated as a constant there and the clip as the identity in the backward pass — both
+        exact in the forward pass). ``smooth``: the smooth-ReLU surrogate in the classifier's
+        backward pass, for non-vanishing second-order gradients.
+        """
+        steps = self.steps if steps is None else steps
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        n = x.shape[0]
+        seed = self.seed if seed is None else seed
+        seeds = [int(s) for s in seed.tolist()] if isinstance(seed, torch.Tensor) else [int(seed)] * n
+        if len(seeds) != n:
+            raise ValueError(f"seed must be an int or a tensor of shape ({n},), got {len(seeds)} seeds")
+        state = self.start(x) if state is None else state
+        if state.saliency.shape != (n, 1, *self.mask_size(x)):
+            raise ValueError(f"state saliency has shape {tuple(state.saliency.shape)}, "
+                             f"expected {(n, 1, *self.mask_size(x))}")
+        b1, b2 = self.betas
+        m, v1, v2, k = state.saliency, state.exp_avg, state.exp_avg_sq, state.step
+        if not create_graph:
+            x = x.detach()
+        with torch.enable_grad():
+            blur = self.blurred(x)
+            for _ in range(steps):
+                if not create_graph:
+                    m = m.detach().requires_grad_(True)
+                elif not m.requires_grad:
+                    m = m.requires_grad_(True)
+                offsets = jitter_offsets(seeds, k, self.jitter)
+                loss = self.objective(x, blur, m, target, offsets, smooth=smooth).sum()
+                (g,) = torch.autograd.grad(loss, m, create_graph=create_graph)
+                k += 1
+                v1 = b1 * v1 + (1 - b1) * g
+                v2 = b2 * v2 + (1 - b2) * (g * g).detach()
+                denom = (v2 / (1 - b2**k)).sqrt() + self.adam_eps
+                raw = m - self.lr * (v1 / (1 - b1**k)) / denom
+                m = _straight_through_clamp(raw) if create_graph else raw.clamp(0, 1)
+        new = MaskState(m, v1, v2, k)
+        if not create_graph:
+            new = new.detach()
+        return new.saliency, new
+
+    def logits_and_map(self, x, target, create_graph=False, smooth=False):
+        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            logits = self.model(x)
+        sal, _ = self.solve(x, target, create_graph=create_graph, smooth=smooth)
+        return logits, sal
+
+    def validate(self, x: torch.Tensor) -> None:
+        self.mask_size(x)
+
+    def __call__(self, x, target):
+        check_images(x)
+        target = check_targets(target, x.shape[0], num_classes_of(self.model), name="target")
+        self.validate(x)
+        create_graph = torch.is_grad_enabled() and x.requires_grad
+        return self.solve(x, target, create_graph=create_graph)[0]
+
+    def tracker(self, n_step: int = 4, n_reset: int = 50, mask_loss: str = "unroll", **_) -> MaskTracker:
+        """The bilevel scheme of the ADV² loop (:class:`MaskTracker`)."""
+        return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss)
+
+    def __repr__(self):
+        return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, l1={self.l1}, tv={self.tv}, "
+                f"beta={self.beta}, jitter={self.jitter}, seed={self.seed})")
+
+
+class MaskTracker:
+    """The ADV² loop's view of MASK (the paper's bilevel scheme).
+
+    Keeps a running MASK state for the current adversarial image. Every ``n_reset`` joint
+    iterations (and at the last) it re-solves MASK from scratch on the 8-bit image (quantised
+    inside the ε-ball): that state replaces the running one, and the image is a keep-best
+    candidate, judged by the distance of this fresh map to the target map. In between, each
+    iteration takes ``n_step`` Adam steps from the running state with the graph kept, so the
+    interpretation loss is differentiated through them. The attack's jitter seed is
+    ``interpreter.seed + 1``: the maps reported afterwards (``seed``) use a jitter the attack
+    never saw.
+
+    ``mode="objective"`` is the authors' cheaper route instead of the unrolled steps: the
+    interpretation loss is MASK's own objective evaluated at the target map on ``x̂`` (so that
+    ``m_t`` becomes cheap for MASK there); resets and keep-best are the same. Measured worse
+    (README), kept for comparison.
+    """
+
+    MODES = ("unroll", "objective")
+
+    def __init__(self, interpreter: Mask, n_step: int = 4, n_reset: int = 50, seed: int | None = None,
+                 mode: str = "unroll"):
+        if mode not in self.MODES:
+            raise ValueError(f"unknown mask_loss {mode!r}; expected one of {self.MODES}")
+        self.g, self.n_step, self.n_reset, self.mode = interpreter, n_step, n_reset, mode
+        self.seed = interpreter.seed + 1 if seed is None else seed
+        self.state: MaskState | None = None
+
+    def __call__(self, ctx, x_adv: torch.Tensor, t: int, last: bool):
+        """One joint iteration ``t``: ``(logits, d, candidate)`` as :class:`~adv2.interpreters.base.MapTracker`."""
+        cand = None
+        if t % self.n_reset == 0 or last:
+            xq = ctx.quantize(x_adv.detach())
+            with torch.no_grad():
+                ok = self.g.model(xq).argmax(1) == ctx.target_class
+            fresh, self.state = self.g.solve(xq, ctx.target_class, seed=self.seed)
+            cand = (xq, ctx.distance(fresh), ok)
+        if last:
+            return None, None, cand
+        logits = self.g.model(x_adv)
+        if self.mode == "objective":  # the authors' shortcut: make m_t cheap for MASK at x̂, no unrolling
+            ctx.distance(self.state.saliency)  # brings ctx.m_t to the mask's size
+            offsets = jitter_offsets([self.seed] * x_adv.shape[0], 10**6 + t, self.g.jitter)
+            obj = self.g.objective(x_adv, self.g.blurred(x_adv), ctx.m_t, ctx.target_class, offsets, smooth=True)
+            return logits, obj, cand
+        sal, state = self.g.solve(x_adv, ctx.target_class, state=self.state, steps=self.n_step, seed=self.seed,
+                                  create_graph=True, smooth=True)
+        self.state = state.detach()
+        return logits, ctx.distance(sal), cand
