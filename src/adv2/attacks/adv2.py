@@ -193,7 +193,10 @@ class ADV2:
 
         ctx = AttackContext(x, target_class, m_t, self.eps)
         tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss)
-        step = SignStep(self.alpha_at) if self.step_rule == "sign" else SearchStep(self.model, self.alpha_max, self.n_bs)
+        if self.step_rule == "sign":
+            step = SignStep(self.alpha_at)
+        else:
+            step = SearchStep(self.model, self.alpha_max, self.n_bs)
 
         x_adv = x.clone()
         bar = tqdm(total=self.warmup + self.steps, desc=f"adv2[{self.interpreter.name}]",

@@ -28,5 +28,7 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-__all__ = ["CAM", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState", "REGISTRY", "get", "minmax", "names",
-           "smooth_relu"]
+__all__ = [
+    "CAM", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState", "REGISTRY", "get", "minmax", "names",
+    "smooth_relu",
+]

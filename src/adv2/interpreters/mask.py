@@ -270,7 +270,8 @@ class Mask(Interpreter):
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss)
 
     def __repr__(self):
-        return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, l1={self.l1}, tv={self.tv}, "
+        return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, l1={self.l1}, "
+                f"tv={self.tv}, "
                 f"beta={self.beta}, jitter={self.jitter}, seed={self.seed})")
 
 
