@@ -222,7 +222,7 @@ class ADV2:
             ce = F.cross_entropy(logits, target_class, reduction="none")
             loss = (ce + self.lam_at(t) * d).sum()
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = step(ctx, x_adv, grad, t)
+            x_adv = step(ctx, x_adv, grad, t, logits.detach())
             bar.update()
         bar.close()
         found = torch.isfinite(best_d)

@@ -24,7 +24,7 @@ class SignStep:
     def __init__(self, alpha_at):
         self.alpha_at = alpha_at
 
-    def __call__(self, ctx, x_adv: torch.Tensor, grad: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, ctx, x_adv: torch.Tensor, grad: torch.Tensor, t: int, logits=None) -> torch.Tensor:
         return project(x_adv.detach() - self.alpha_at(t) * grad.sign(), ctx.x, ctx.eps)
 
 
@@ -45,12 +45,14 @@ class SearchStep:
         self.model, self.alpha_max, self.n_bs = model, alpha_max, n_bs
 
     @torch.no_grad()
-    def __call__(self, ctx, x_adv: torch.Tensor, grad: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, ctx, x_adv: torch.Tensor, grad: torch.Tensor, t: int, logits=None) -> torch.Tensor:
+        """``logits``: the model's logits of ``x_adv`` if the caller has them (saves a forward)."""
         x_adv = x_adv.detach()
         norm = grad.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None, None]
         direction = grad / norm
         out = x_adv.clone()
-        held = self.model(x_adv).argmax(1) == ctx.target_class
+        logits = self.model(x_adv) if logits is None else logits
+        held = logits.argmax(1) == ctx.target_class
         free = (~held).nonzero()[:, 0]
         out[free] = project(x_adv[free] - self.alpha_max * direction[free], ctx.x[free], ctx.eps)
         pending = held.nonzero()[:, 0]
