@@ -57,11 +57,12 @@ def test_jitter_is_a_function_of_seed_and_step():
     assert len({tuple(r) for r in steps.tolist()}) > 5
 
 
-def test_maps_shape_range_and_pointing(resnet_model, shapes_test):
+@pytest.mark.parametrize("game", ["delete", "preserve"])
+def test_maps_shape_range_and_pointing(resnet_model, shapes_test, game):
     from adv2.metrics import pointing_game
 
     x, y, masks = shapes_test
-    g = Mask(resnet_model, steps=150)
+    g = Mask(resnet_model, game=game, steps=150, **({"l1": 1.0, "tv": 0.2, "init": 0.5} if game == "preserve" else {}))
     m = g(x[:8], y[:8])
     assert m.shape == (8, 1, 16, 16) and m.min() >= 0 and m.max() <= 1
     assert (m.flatten(1).amax(1) > 0.1).all()
