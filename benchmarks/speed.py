@@ -4,7 +4,8 @@ Bars (issue 2): CAM ≤ 1.2×, Grad-CAM ≤ 2×, GRAD ≤ 4×, on shapes-resnet 
 and a randomly initialised torchvision ResNet-50 (batch 4, 224×224). MASK (issue 5) has no
 bar: its outer iteration (``n_step`` = 4 differentiated Adam steps + the line search) is
 reported, without the from-scratch re-solves every ``n_reset`` iterations, whose cost is one
-MASK run (``benchmarks/quality.py`` prints it per image).
+MASK run (``benchmarks/quality.py`` prints it per image). RTS (issue 6) has no bar either: one
+forward and backward of its saliency network per iteration, on top of the classifier's.
 
     python benchmarks/speed.py [--repeats 5] [--quick]
 
@@ -21,7 +22,18 @@ import torch
 import adv2
 from adv2.attacks import ADV2, PGD
 
-BARS = {"cam": 1.2, "gradcam": 2.0, "grad": 4.0, "mask": None}
+BARS = {"cam": 1.2, "gradcam": 2.0, "grad": 4.0, "mask": None, "rts": None}
+
+
+def interpreter(interp, model):
+    """MASK: a short solve for the target map (the outer iteration does not depend on it). RTS: the
+    shipped network of an embedded model, else an untrained one (timings only)."""
+    if interp == "rts":
+        try:
+            return adv2.interpreters.get("rts", model)
+        except ValueError:
+            return adv2.interpreters.RTS(model, net=adv2.interpreters.RTSNet(1000).eval())
+    return adv2.interpreters.get(interp, model, **({"steps": 20} if interp == "mask" else {}))
 
 
 def _timed(fn) -> float:
@@ -45,9 +57,8 @@ def per_iteration(make, x, t, iters: int, repeats: int) -> float:
 def bench(name, model, x, t, iters, repeats):
     rows = []
     pgd = per_iteration(lambda k: PGD(model, steps=k), x, t, iters, repeats)
-    for interp in ("cam", "gradcam", "grad", "mask"):
-        # MASK: a short solve for the target map (the outer iteration does not depend on it)
-        g = adv2.interpreters.get(interp, model, **({"steps": 20} if interp == "mask" else {}))
+    for interp in ("cam", "gradcam", "grad", "mask", "rts"):
+        g = interpreter(interp, model)
         benign = g(x, t).detach()
         # MASK: no re-solve between the first and the last iteration, so differencing leaves the
         # outer iteration alone

@@ -18,7 +18,7 @@ def run_cli(*args, timeout=900):
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "shapes-resnet" in out and "gradcam" in out
+    assert "shapes-resnet" in out and "gradcam" in out and "rts-aid" in out
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,10 @@ def test_list(capsys):
         (["demo", "--set", "mask.bogus=1"], "bad setting for mask"),
         (["demo", "--set", "nothing.steps=1"], "unknown setting 'nothing.steps'"),
         (["demo", "--set", "mask.n_step"], "--set expects KEY=VALUE"),
+        (["demo", "--set", "rts.lam_enc=-1"], "lam_enc must be a non-negative number"),
+        (["train-rts", "--model", "nope"], "embedded model"),
+        (["train-aid", "--model", "shapes-resnet", "--rts", "/nonexistent.safetensors"], "not found"),
+        (["eval-aid", "--model", "nope"], "unknown model 'nope'"),
     ],
 )
 def test_bad_input_exits_nonzero_without_traceback(args, match):
@@ -50,7 +54,7 @@ def test_bad_input_exits_nonzero_without_traceback(args, match):
 def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     from adv2.experiments import demo
 
-    tiny = {"n": 3, "pgd": {"steps": 5}, **{k: {"warmup": 3, "steps": 5} for k in ("grad", "cam", "gradcam")},
+    tiny = {"n": 3, "pgd": {"steps": 5}, **{k: {"warmup": 3, "steps": 5} for k in ("grad", "cam", "gradcam", "rts")},
             "mask": {"warmup": 3, "steps": 2, "n_step": 1, "n_reset": 1, "interpreter": {"steps": 5}}}
     monkeypatch.setitem(demo.BUDGETS, "fast", tiny)
     assert main(["demo", "--fast", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
@@ -59,7 +63,7 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
         assert (run / f).exists(), f
     summary = json.loads((run / "summary.json").read_text())
     assert {(r["attack"], r["interpreter"]) for r in summary["rows"]} == {
-        (a, i) for a in ("pgd", "adv2") for i in ("grad", "cam", "gradcam", "mask")
+        (a, i) for a in ("pgd", "adv2") for i in ("grad", "cam", "gradcam", "mask", "rts")
     }
     for r in summary["rows"]:
         assert set(SUMMARY_KEYS) <= set(r) and r["n"] == 3
@@ -67,20 +71,20 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     env = json.loads((run / "env.json").read_text())
     assert config["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
     lines = (run / "examples.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 3 * 8
+    assert len(lines) == 1 + 3 * 10
     assert config["budgets"]["mask"]["interpreter"] == {"steps": 5}
 
 
 @pytest.mark.slow
 def test_demo_fast_shows_the_papers_point(tmp_path):
     """`adv2 demo --fast` end to end: ADV² success >= 90% and L1 <= 1/2 of PGD's for grad, cam,
-    gradcam. MASK: success >= 90% and ADV²'s map closer to the benign one than PGD's (its
+    gradcam, rts. MASK: success >= 90% and ADV²'s map closer to the benign one than PGD's (its
     issue's 1/2 bar is not met yet, see the README)."""
     p = run_cli("demo", "--fast", "--out", str(tmp_path / "fast"), "--no-progress")
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "fast" / "summary.json").read_text())["rows"]
     by = {(r["attack"], r["interpreter"]): r for r in rows}
-    for interp in ("grad", "cam", "gradcam", "mask"):
+    for interp in ("grad", "cam", "gradcam", "mask", "rts"):
         adv, pgd = by[("adv2", interp)], by[("pgd", interp)]
         assert adv["success_rate"] >= 0.9, adv
         assert adv["l1"] <= (0.9 if interp == "mask" else 0.5) * pgd["l1"], (adv, pgd)

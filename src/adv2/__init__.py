@@ -7,7 +7,7 @@
 >>> res = adv2.attacks.ADV2(model, g, steps=100, warmup=20)(x, (y + 1) % 10)
 """
 
-from adv2 import attacks, data, interpreters, metrics, models
+from adv2 import attacks, data, defenses, interpreters, metrics, models
 
-__version__ = "0.1.0"
-__all__ = ["attacks", "data", "interpreters", "metrics", "models", "__version__"]
+__version__ = "0.3.0"
+__all__ = ["attacks", "data", "defenses", "interpreters", "metrics", "models", "__version__"]

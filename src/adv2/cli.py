@@ -24,6 +24,54 @@ def _train_zoo(args) -> int:
     return 0
 
 
+def _train_rts(args) -> int:
+    from adv2.interpreters.rts import weights_dir
+    from adv2.interpreters.rts_training import train_rts
+    from adv2.models import EMBEDDED, load
+
+    if args.model not in EMBEDDED:
+        raise ValueError(f"train-rts trains for an embedded model ({', '.join(EMBEDDED)}); for your own classifier "
+                         "call adv2.interpreters.rts_training.train_rts(model, x, y) from Python")
+    model = load(args.model)
+    overrides = {"steps": args.steps} if args.steps is not None else {}
+    out = args.out or weights_dir()
+    rec = train_rts(model, out=out, name=args.model, seed=args.seed, resume=not args.restart,
+                    progress=not args.no_progress, **overrides).record
+    print(f"rts for {args.model}: {rec['train_seconds']:.0f} s, written to {out}/rts-{args.model}.safetensors")
+    return 0
+
+
+def _train_aid(args) -> int:
+    from adv2.defenses import aid
+    from adv2.interpreters import RTS
+    from adv2.interpreters.rts import weights_dir
+    from adv2.models import EMBEDDED, load
+
+    if args.model not in EMBEDDED:
+        raise ValueError(f"train-aid defends the shipped RTS of an embedded model ({', '.join(EMBEDDED)}); for your "
+                         "own classifier call adv2.defenses.aid(model, rts) from Python")
+    model = load(args.model)
+    rts = RTS.load(args.model, model=model) if args.rts is None else RTS(model, checkpoint=args.rts)
+    overrides = {"steps": args.steps} if args.steps is not None else {}
+    out = args.out or weights_dir()
+    rec = aid(model, rts, out=out, name=args.model, seed=args.seed, resume=not args.restart,
+              progress=not args.no_progress, **overrides).record
+    print(f"rts-aid for {args.model}: {rec['train_seconds']:.0f} s, written to {out}/rts-aid-{args.model}.safetensors")
+    return 0
+
+
+def _eval_aid(args) -> int:
+    from adv2.defenses.aid import eval_aid, format_aid
+
+    out = args.out or f"runs/aid-{args.model}"
+    budget = {"steps": args.steps} if args.steps is not None else None
+    res = eval_aid(args.model, out=out, n=args.n, seed=args.seed, eps=args.eps, budget=budget,
+                   large_factor=args.large_factor, progress=not args.no_progress)
+    print(format_aid(res))
+    print(f"written: {out}/aid.json")
+    return 0
+
+
 def _list(args) -> int:
     from adv2 import interpreters
     from adv2.models import EMBEDDED
@@ -31,13 +79,14 @@ def _list(args) -> int:
     print("models:       " + ", ".join(EMBEDDED) + " (embedded); any torchvision classifier with --weights")
     print("interpreters: " + ", ".join(interpreters.names()))
     print("attacks:      pgd, adv2 (sign steps; line search for mask)")
+    print("defenses:     aid (adv2 train-aid / eval-aid)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adv2", description="ADV²: attacks on interpretable deep learning systems")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="PGD and ADV² against grad, cam, gradcam and mask on an embedded model")
+    d = sub.add_parser("demo", help="PGD and ADV² against grad, cam, gradcam, mask and rts on an embedded model")
     d.add_argument("--fast", action="store_true", help="fewer images and smaller budgets (a few minutes on 2 cores)")
     d.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
     d.add_argument("--n", type=int, default=None, help="number of test images (default 32, --fast 12)")
@@ -45,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--eps", type=float, default=0.031, help="L∞ budget on [0, 1] images (default 0.031 ≈ 8/255)")
     d.add_argument("--batch-size", type=int, default=32)
-    d.add_argument("--interpreters", default="grad,cam,gradcam,mask", help="comma-separated interpreter names")
+    d.add_argument("--interpreters", default="grad,cam,gradcam,mask,rts",
+                   help="comma-separated interpreter names (also: rts-aid)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an attack budget entry, e.g. mask.n_step=2, mask.interpreter.steps=100, pgd.steps=50")
     d.add_argument("--no-progress", action="store_true")
@@ -56,6 +106,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train_zoo)
+    r = sub.add_parser("train-rts", help="train the RTS saliency network of an embedded model (resumable)")
+    r.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default=None, help="output folder (default: the package's RTS weights folder)")
+    r.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    r.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start afresh")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_train_rts)
+    a = sub.add_parser("train-aid", help="AID: fine-tune the RTS of an embedded model against ADV² (resumable)")
+    a.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
+    a.add_argument("--rts", default=None, help="RTS checkpoint to start from (default: the shipped one)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default=None, help="output folder (default: the package's RTS weights folder)")
+    a.add_argument("--steps", type=int, default=None, help="alternations (default: the recipe's)")
+    a.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start afresh")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=_train_aid)
+    e = sub.add_parser("eval-aid", help="RTS vs RTS+AID under an adaptive ADV² attack; writes DIR/aid.json")
+    e.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
+    e.add_argument("--out", default=None, help="run directory (default runs/aid-MODEL)")
+    e.add_argument("--n", type=int, default=64, help="number of test images")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--eps", type=float, default=0.031)
+    e.add_argument("--steps", type=int, default=None, help="ADV² joint iterations (default 300)")
+    e.add_argument("--large-factor", type=int, default=3, help="the stronger adaptive attack's iteration factor")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_eval_aid)
     lst = sub.add_parser("list", help="models, interpreters and attacks known by name")
     lst.set_defaults(func=_list)
     return p

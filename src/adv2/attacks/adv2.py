@@ -33,7 +33,11 @@ PAPER_DEFAULTS = {
     # MASK (Table 10): 1000 iterations, n_step 4, n_reset 50, line search α_max 0.08 with 12
     # halvings. The paper gives no λ for it; 10 weights the mean squared error of 1 − m maps.
     "mask": dict(steps=1000, warmup=300, lam=10.0, step_rule="search", n_step=4, n_reset=50),
+    # RTS (Table 10): 1200 iterations, λ₁ = 0.002 on the summed error at 56×56, λ₂ = 0.1 on the
+    # RTS encoder head's cross-entropy towards c_t.
+    "rts": dict(steps=1200, warmup=300, lam=0.002 * 56 * 56, lam_enc=0.1),
 }
+PAPER_DEFAULTS["rts-aid"] = PAPER_DEFAULTS["rts"]
 SCHEDULES = ("linear", "constant")
 STEP_RULES = ("sign", "search")
 MASK_LOSSES = ("unroll", "objective")
@@ -101,6 +105,9 @@ class ADV2:
     halvings) that keeps it classified as ``c_t``, per example (:mod:`adv2.attacks.steps`).
     ``mask_loss="objective"`` replaces the unrolled steps by the authors' shortcut.
 
+    RTS adds ``lam_enc`` (default 0.1, the paper's λ₂) × the cross-entropy of the RTS encoder's
+    own head towards ``c_t`` to the loss (its tracker's auxiliary term).
+
     Call: ``atk(x, target_class, target_map=None)`` with ``x`` ``(N, 3, H, W)`` in ``[0, 1]``,
     ``target_class`` ``(N,)``, ``target_map`` ``(N, 1, h, w)`` in ``[0, 1]`` (any size, resized
     to the interpreter's) or ``None`` for the benign map ``g(x; f(x).argmax(1))``.
@@ -125,6 +132,7 @@ class ADV2:
         n_step: int | None = None,
         n_reset: int | None = None,
         mask_loss: str = "unroll",
+        lam_enc: float | None = None,
         progress: bool = False,
     ):
         if perturbation == "flow":
@@ -158,6 +166,9 @@ class ADV2:
         if mask_loss not in MASK_LOSSES:
             raise ValueError(f"unknown mask_loss {mask_loss!r}; expected one of {MASK_LOSSES}")
         self.mask_loss = mask_loss
+        self.lam_enc = defaults.get("lam_enc", 0.1) if lam_enc is None else lam_enc
+        if not isinstance(self.lam_enc, (int, float)) or isinstance(self.lam_enc, bool) or not self.lam_enc >= 0:
+            raise ValueError(f"lam_enc must be a non-negative number, got {self.lam_enc!r}")
         self.progress = progress
 
     def lam_at(self, t: int) -> float:
@@ -192,7 +203,8 @@ class ADV2:
         m_t = self.benign_map(x) if target_map is None else check_maps(target_map, n).detach().to(x)
 
         ctx = AttackContext(x, target_class, m_t, self.eps)
-        tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss)
+        tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss,
+                                           lam_enc=self.lam_enc)
         if self.step_rule == "sign":
             step = SignStep(self.alpha_at)
         else:
@@ -210,7 +222,7 @@ class ADV2:
         for t in range(self.steps + 1):
             x_adv.requires_grad_(True)
             last = t == self.steps
-            logits, d, cand = tracker(ctx, x_adv, t, last)
+            logits, d, cand, aux = tracker(ctx, x_adv, t, last)
             if cand is not None:
                 with torch.no_grad():
                     x_c, d_c, ok = cand
@@ -220,7 +232,10 @@ class ADV2:
             if last:
                 break
             ce = F.cross_entropy(logits, target_class, reduction="none")
-            loss = (ce + self.lam_at(t) * d).sum()
+            loss = ce + self.lam_at(t) * d
+            if aux is not None:
+                loss = loss + aux
+            loss = loss.sum()
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = step(ctx, x_adv, grad, t, logits.detach())
             bar.update()

@@ -18,12 +18,14 @@ from adv2.experiments.sampling import correctly_classified_shapes, target_classe
 from adv2.experiments.store import env_info, format_table, markdown_table, summarize, write_run
 from adv2.report import maps_figure
 
-INTERPRETERS = ("grad", "cam", "gradcam", "mask")
+INTERPRETERS = ("grad", "cam", "gradcam", "mask", "rts")
+#: Interpreters the demo can run (``--interpreters``); ``rts-aid`` is the AID-defended RTS.
+KNOWN = (*INTERPRETERS, "rts-aid")
 
 
 def _budget(n: int, pgd_steps: int, warmup: int, steps: int, mask: dict) -> dict:
-    return {"n": n, "pgd": {"steps": pgd_steps}, **{k: {"warmup": warmup, "steps": steps} for k in INTERPRETERS[:3]},
-            "mask": mask}
+    plain = {k: {"warmup": warmup, "steps": steps} for k in ("grad", "cam", "gradcam", "rts", "rts-aid")}
+    return {"n": n, "pgd": {"steps": pgd_steps}, **plain, "mask": mask}
 
 
 #: Attack budgets for the embedded 64×64 models, found by measurement (benchmarks/quality.py):
@@ -49,7 +51,7 @@ def apply_overrides(budget: dict, overrides: list[str]) -> dict:
         node = budget
         for i, part in enumerate(path):
             if not isinstance(node.get(part), dict):
-                if part == "interpreter" and i == 1 and path[0] in INTERPRETERS:
+                if part == "interpreter" and i == 1 and path[0] in KNOWN:
                     node[part] = {}
                 else:
                     raise ValueError(f"unknown setting {key!r}; top-level keys: {sorted(budget)}")

@@ -11,13 +11,21 @@ from adv2.interpreters.base import Interpreter, MapTracker, minmax
 from adv2.interpreters.cam import CAM, GradCAM
 from adv2.interpreters.grad import Grad
 from adv2.interpreters.mask import Mask, MaskState
+from adv2.interpreters.rts import RTS, RTSNet
 from adv2.interpreters.smooth_relu import smooth_relu
 
-REGISTRY = {"grad": Grad, "cam": CAM, "gradcam": GradCAM, "mask": Mask}
+
+def _rts_aid(model, **kwargs) -> RTS:
+    """The AID-trained RTS network shipped for an embedded ``model``."""
+    return RTS(model, aid=True, **kwargs)
+
+
+REGISTRY = {"grad": Grad, "cam": CAM, "gradcam": GradCAM, "mask": Mask, "rts": RTS, "rts-aid": _rts_aid}
 
 
 def get(name: str, model, **kwargs) -> Interpreter:
-    """An interpreter by name: ``grad`` | ``cam`` | ``gradcam`` | ``mask``."""
+    """An interpreter by name: ``grad`` | ``cam`` | ``gradcam`` | ``mask`` | ``rts`` | ``rts-aid``
+    (the RTS ones: the shipped networks made for an embedded ``model``, or ``checkpoint=PATH``)."""
     key = name.lower() if isinstance(name, str) else name
     if key not in REGISTRY:
         raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(REGISTRY)}")
@@ -29,6 +37,6 @@ def names() -> list[str]:
 
 
 __all__ = [
-    "CAM", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState", "REGISTRY", "get", "minmax", "names",
-    "smooth_relu",
+    "CAM", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState", "REGISTRY", "RTS", "RTSNet",
+    "get", "minmax", "names", "smooth_relu",
 ]

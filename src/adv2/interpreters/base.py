@@ -61,7 +61,8 @@ class Interpreter:
     def tracker(self, **options) -> MapTracker:
         """The ADV² loop's view of this interpreter (a small strategy object, see :class:`MapTracker`).
 
-        ``options`` are interpreter-specific attack settings (MASK: ``n_step``, ``n_reset``);
+        ``options`` are interpreter-specific attack settings (MASK: ``n_step``, ``n_reset``,
+        ``mask_loss``; RTS: ``lam_enc``);
         interpreters without such settings ignore them."""
         return MapTracker(self)
 
@@ -72,13 +73,15 @@ class Interpreter:
 class MapTracker:
     """How the ADV² loop sees an interpreter at each joint iteration.
 
-    ``tracker(ctx, x_adv, t, last)`` returns ``(logits, d, candidate)``:
+    ``tracker(ctx, x_adv, t, last)`` returns ``(logits, d, candidate, aux)``:
 
     - ``logits`` ``(N, K)`` of ``x_adv`` and ``d`` ``(N,)`` the interpretation loss (the mean
       squared error ``ctx.distance`` to the target map), both differentiable w.r.t. ``x_adv``
       (``None`` at the ``last`` iteration, which only evaluates);
     - ``candidate``: ``None`` or ``(x_c, d_c, ok)``, an image the loop may keep as its result
-      if ``ok`` (classified as the target) and ``d_c`` is the smallest distance seen so far.
+      if ``ok`` (classified as the target) and ``d_c`` is the smallest distance seen so far;
+    - ``aux``: ``None`` or ``(N,)`` an extra loss term added as it is (RTS: its encoder-head
+      cross-entropy towards the target class).
 
     This default recomputes the map from scratch at every iteration (``logits_and_map`` with the
     interpreter's surrogate) and offers every iterate as a candidate. Interpreters whose maps are
@@ -93,4 +96,4 @@ class MapTracker:
         d = ctx.distance(m)
         with torch.no_grad():
             ok = logits.argmax(1) == ctx.target_class
-        return logits, d, (x_adv.detach(), d.detach(), ok)
+        return logits, d, (x_adv.detach(), d.detach(), ok), None

@@ -306,7 +306,7 @@ class MaskTracker:
         self.state: MaskState | None = None
 
     def __call__(self, ctx, x_adv: torch.Tensor, t: int, last: bool):
-        """One joint iteration ``t``: ``(logits, d, candidate)`` as :class:`~adv2.interpreters.base.MapTracker`."""
+        """One joint iteration ``t``: ``(logits, d, candidate, aux)`` as :class:`~adv2.interpreters.base.MapTracker`."""
         cand = None
         if t % self.n_reset == 0 or last:
             xq = ctx.quantize(x_adv.detach())
@@ -315,14 +315,14 @@ class MaskTracker:
             fresh, self.state = self.g.solve(xq, ctx.target_class, seed=self.seed)
             cand = (xq, ctx.distance(fresh), ok)
         if last:
-            return None, None, cand
+            return None, None, cand, None
         logits = self.g.model(x_adv)
         if self.mode == "objective":  # the authors' shortcut: make m_t cheap for MASK at x̂, no unrolling
             ctx.distance(self.state.saliency)  # brings ctx.m_t to the mask's size
             offsets = jitter_offsets([self.seed] * x_adv.shape[0], 10**6 + t, self.g.jitter)
             obj = self.g.objective(x_adv, self.g.blurred(x_adv), ctx.m_t, ctx.target_class, offsets, smooth=True)
-            return logits, obj, cand
+            return logits, obj, cand, None
         sal, state = self.g.solve(x_adv, ctx.target_class, state=self.state, steps=self.n_step, seed=self.seed,
                                   create_graph=True, smooth=True)
         self.state = state.detach()
-        return logits, ctx.distance(sal), cand
+        return logits, ctx.distance(sal), cand, None

@@ -1,0 +1,223 @@
+"""AID: adversarial interpretation distillation (the ADV² paper's defense, appendix A2, Eqn 16).
+
+The RTS interpreter is fine-tuned by alternating two steps:
+
+1. its own interpretation loss (:func:`~adv2.interpreters.rts_training.rts_loss`) on a benign
+   batch, so its benign maps stay good;
+2. the distillation loss ``ℓ_aid(θ) = −mean |g(x̂; c_t; θ) − g(x; y; θ)|`` on a fresh batch, where
+   ``x̂`` is ADV² (target: the benign map) against the **current** ``g``, regenerated at every
+   such step: the interpreter learns to give adversarial inputs maps unlike the benign ones, so an
+   attack can no longer hide in the benign map. The benign map is held fixed in this step (its
+   quality is step 1's job).
+
+Batch-norm statistics stay frozen during the fine-tuning (the network runs in eval mode in both
+steps, as it does under attack). Everything random in step ``k`` comes from ``(seed, k)``, and
+training is resumable from its checkpoint like :func:`~adv2.interpreters.rts_training.train_rts`.
+
+:func:`eval_aid` evaluates the defense *adaptively*: ADV² is re-run against the AID-trained
+interpreter itself (the attacker knows the defense), next to the plain RTS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from adv2 import metrics
+from adv2._validate import check_images, check_targets, num_classes_of
+from adv2.interpreters.rts import RTS, save_rts
+from adv2.interpreters.rts_training import RECIPE, check_recipe, run_training, step_generator
+
+#: AID fine-tuning (``adv2 train-aid``): ``steps`` alternations at learning rate ``lr``; the AID
+#: step's weight ``aid``, its batch ``aid_batch`` and the ADV² budget of the attack regenerated
+#: at every step (``attack``: ``ADV2`` keyword arguments). Measured choices (README).
+AID_RECIPE = dict(steps=300, lr=5e-4, aid=2.0, aid_batch=32, attack=dict(warmup=10, steps=20, alpha=2 / 255),
+                  eps=0.031, checkpoint_every=50)
+
+
+def _check_aid_recipe(r: dict) -> dict:
+    unknown = sorted(set(r) - set(AID_RECIPE))
+    if unknown:
+        raise ValueError(f"unknown AID setting(s) {unknown}; allowed: {sorted(AID_RECIPE)}")
+    for k in ("steps", "aid_batch", "checkpoint_every"):
+        if not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1:
+            raise ValueError(f"{k} must be a positive integer, got {r[k]!r}")
+    for k in ("lr", "eps"):
+        if not isinstance(r[k], (int, float)) or isinstance(r[k], bool) or not r[k] > 0:
+            raise ValueError(f"{k} must be a positive number, got {r[k]!r}")
+    if not isinstance(r["aid"], (int, float)) or not r["aid"] >= 0:
+        raise ValueError(f"aid must be a non-negative number, got {r['aid']!r}")
+    if not isinstance(r["attack"], dict):
+        raise ValueError(f"attack must be a dict of ADV2 keyword arguments, got {r['attack']!r}")
+    return r
+
+
+def aid_step_fn(model, x, y, recipe: dict, seed: int):
+    """The alternating distillation step of AID, for :func:`run_training`'s ``step_fn``."""
+    from adv2.attacks import ADV2
+
+    num_classes = num_classes_of(model)
+
+    def step(k: int, net, opt) -> dict:
+        g = step_generator(seed + 7_777, k)
+        idx = torch.randint(0, len(x), (recipe["aid_batch"],), generator=g)
+        dev = next(net.parameters()).device
+        xb, yb = x[idx].to(dev), y[idx].to(dev)
+        ct = ((yb + torch.randint(1, num_classes, yb.shape, generator=g).to(dev)) % num_classes)
+        params = [p for p in net.parameters()]
+        for p in params:
+            p.requires_grad_(False)
+        net.eval()
+        current = RTS(model, net=net)
+        with torch.no_grad():
+            benign = net(xb, yb)[0]
+        attack = ADV2(model, current, eps=recipe["eps"], **recipe["attack"])
+        x_adv = attack(xb, ct, target_map=benign).x_adv
+        for p in params:
+            p.requires_grad_(True)
+        adv_map = net(x_adv, ct)[0]
+        dist = (adv_map - benign).abs().flatten(1).mean(1)
+        loss = -recipe["aid"] * dist.mean()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)  # the encoder head takes no part
+        for p, gr in zip(params, grads, strict=True):
+            p.grad = gr  # None: Adam leaves that parameter alone in this step
+        opt.step()
+        return {"aid": dist.mean().item()}
+
+    return step
+
+
+def aid(model, rts: RTS, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+        out: str | Path | None = None, name: str = "custom", seed: int = 0, resume: bool = True,
+        progress: bool = True, stop_after: int | None = None, **overrides) -> RTS:
+    """AID-train a copy of ``rts`` (an :class:`~adv2.interpreters.RTS` for ``model``) and return
+    it: an ``RTS`` named ``"rts-aid"`` whose ``record`` holds the recipe, seed, wall time and loss
+    log. ``rts`` itself is not changed.
+
+    ``x``, ``y``: training images ``(N, 3, H, W)`` in ``[0, 1]`` and labels (default: the shapes
+    train split drawn with ``seed``, as RTS training). ``out``: folder for
+    ``rts-aid-<name>.safetensors``, its JSON record and the resumable checkpoint.
+    ``overrides``: :data:`AID_RECIPE` entries (e.g. ``steps=100``, ``attack={"steps": 10}``).
+    """
+    if not isinstance(rts, RTS):
+        raise ValueError(f"rts must be an adv2.interpreters.RTS, got {type(rts).__name__}")
+    r = _check_aid_recipe({**AID_RECIPE, **overrides})
+    base = dict(RECIPE)
+    if rts.meta.get("recipe"):
+        base.update(json.loads(rts.meta["recipe"]))
+    recipe = check_recipe({**base, "steps": r["steps"], "lr": r["lr"], "checkpoint_every": r["checkpoint_every"]})
+    if x is None:
+        from adv2.data import shapes
+
+        x, y, _ = shapes(recipe["n_train"], split="train", seed=seed)
+    check_images(x)
+    y = check_targets(y, x.shape[0], num_classes_of(model), name="y")
+    net = copy.deepcopy(rts.net)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    out = Path(out) if out is not None else None
+    ckpt = out / f"rts-aid-{name}.ckpt.safetensors" if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    log = run_training(net, model, x, y, recipe, seed, ckpt, resume, f"train-aid {name}",
+                       step_fn=aid_step_fn(model, x, y, r, seed), meta={"aid": r}, progress=progress,
+                       stop_after=stop_after, train_mode=False)
+    record = {"name": name, "seed": seed, "aid": r, "recipe": recipe, "train_seconds": round(time.time() - t0, 1),
+              "log": log}
+    finished = not log or log[-1]["step"] == recipe["steps"]
+    if out is not None and finished:
+        save_rts(net, out / f"rts-aid-{name}.safetensors", model, classifier=name, seed=seed, recipe=recipe, aid=r)
+        (out / f"rts-aid-{name}.json").write_text(json.dumps(record, indent=2))
+        ckpt.unlink(missing_ok=True)
+    defended = RTS(model, net=net, aid=True)
+    defended.record = record
+    return defended
+
+
+#: ADV² budget of :func:`eval_aid` (the demo's RTS budget) and the larger adaptive one.
+EVAL_BUDGET = dict(warmup=50, steps=300)
+
+
+def evaluate_interpreter(model, g, x, y, masks, ct, x_pgd, budget: dict, eps: float) -> dict:
+    """Pointing game of ``g`` and ADV² (adaptive: against ``g`` itself) vs PGD on ``x``."""
+    from adv2.attacks import ADV2
+
+    with torch.no_grad():
+        benign = g(x, y)
+        pgd_map = g(x_pgd, ct)
+        pgd_ok = model(x_pgd).argmax(1) == ct
+    res = ADV2(model, g, eps=eps, **budget)(x, ct, target_map=benign)
+    ok = res.success
+
+    def mean(v, sel):
+        return float(v[sel].mean()) if sel.any() else float("nan")
+
+    return {
+        "pointing_game": float(metrics.pointing_game(benign, masks).float().mean()),
+        "adv2_success": float(ok.float().mean()),
+        "adv2_l1": mean(metrics.lp_distance(res.map, benign, p=1), ok),
+        "adv2_iou": mean(metrics.iou_test(res.map, benign), ok),
+        "pgd_l1": mean(metrics.lp_distance(pgd_map, benign, p=1), pgd_ok),
+    }
+
+
+def eval_aid(name: str = "shapes-resnet", out: str | Path | None = None, n: int = 64, seed: int = 0,
+             eps: float = 0.031, budget: dict | None = None, large_factor: int = 3, progress: bool = True) -> dict:
+    """RTS vs RTS+AID on ``n`` correctly classified test images of embedded model ``name``.
+
+    For each interpreter: benign pointing game, ADV² success / L1 / IoU to its own benign map
+    (ADV² re-run against that interpreter: the attacker knows the defense) and PGD's L1. For
+    ``rts-aid`` also the same attack with ``large_factor`` × the iterations (``*_large`` keys):
+    whether a stronger adaptive attacker closes the gap again. Writes ``out/aid.json``
+    (``{"rts": {...}, "rts-aid": {...}}``) if ``out`` is given; returns that dict.
+    """
+    from adv2.attacks import PGD
+    from adv2.experiments.sampling import correctly_classified_shapes, target_classes
+    from adv2.models import load
+
+    budget = {**EVAL_BUDGET, **(budget or {})}
+    model = load(name)
+    x, y, masks, idx = correctly_classified_shapes(model, n, seed=seed)
+    ct = target_classes(y, idx, seed, num_classes_of(model))
+    x_pgd = PGD(model, eps=eps, steps=100)(x, ct).x_adv
+    result = {}
+    for key, g in (("rts", RTS.load(name, model=model)), ("rts-aid", RTS.load(name, model=model, aid=True))):
+        t0 = time.time()
+        result[key] = evaluate_interpreter(model, g, x, y, masks, ct, x_pgd, budget, eps)
+        if key == "rts-aid" and large_factor > 1:
+            big = {**budget, "steps": budget["steps"] * large_factor}
+            r = evaluate_interpreter(model, g, x, y, masks, ct, x_pgd, big, eps)
+            result[key].update({f"{k}_large": v for k, v in r.items() if k.startswith("adv2")})
+        result[key]["seconds"] = round(time.time() - t0, 1)
+        if progress:
+            print(f"{key}: done in {result[key]['seconds']:.0f} s", flush=True)
+    result["config"] = {"model": name, "n": n, "seed": seed, "eps": eps, "budget": budget,
+                        "large_factor": large_factor}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "aid.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def format_aid(result: dict) -> str:
+    """The side-by-side table of :func:`eval_aid`'s result."""
+    keys = ("pointing_game", "adv2_success", "adv2_l1", "adv2_iou", "pgd_l1")
+    lines = ["| interpreter | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name in ("rts", "rts-aid"):
+        r = result[name]
+        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    r = result["rts-aid"]
+    if "adv2_l1_large" in r:
+        f = result["config"]["large_factor"]
+        lines.append(f"| rts-aid, ADV² {f}× iterations | {r['pointing_game']:.3f} | {r['adv2_success_large']:.3f} | "
+                     f"{r['adv2_l1_large']:.3f} | {r['adv2_iou_large']:.3f} | {r['pgd_l1']:.3f} |")
+    ratio = result["rts-aid"]["adv2_l1"] / max(result["rts"]["adv2_l1"], 1e-12)
+    lines.append(f"\nADV² L1 against RTS+AID / against RTS: {ratio:.2f}×; pointing game change "
+                 f"{100 * (result['rts-aid']['pointing_game'] - result['rts']['pointing_game']):+.1f} points")
+    return "\n".join(lines)

@@ -1,0 +1,280 @@
+"""RTS: real-time saliency (Dabkowski & Gal, 2017), the model-guided interpreter.
+
+A saliency *network* ``g(x; c)`` trained for one classifier gives, in a single forward pass,
+the keep-mask of class ``c``: the region that alone preserves the classifier's score for ``c``
+and whose removal destroys it. :class:`RTSNet` has three parts, built from torchvision's
+``BasicBlock`` and ``PixelShuffle``:
+
+- **encoder**: a residual CNN (stem at full resolution, then four stride-2 ``BasicBlock`` s:
+  ``H → H/2 → H/4 → H/8 → H/16``) with its own small classification head (global average
+  pooling + linear) trained alongside to recognise the classifier's classes;
+- **class selector**: an embedding of the class ``c`` gates the deepest features channel-wise,
+  ``s4 ⊙ σ(E[c] − 1)``: a class the image does not show turns the features, and so the mask, off;
+- **decoder**: U-Net-like, pixel-shuffle upsampling with skip connections from the encoder
+  (``H/16 → H/8 → H/4``), ending in two channels ``a, b`` and the mask ``|a| / (|a| + |b|)``.
+
+The map is the mask itself, ``(N, 1, H/4, W/4)`` in ``[0, 1]`` (16×16 for the embedded 64×64
+models; the paper's 56×56 at 224×224), high where the class evidence is. It is *not* min–max
+normalised: an empty mask (a class absent from the image) is a meaningful answer.
+
+A checkpoint records the classifier it was trained for (a fingerprint of its weights) and the
+class count; :class:`RTS` refuses a checkpoint made for another classifier with a ``ValueError``.
+Trained networks for the embedded models ship with the package: ``RTS.load("shapes-resnet")``,
+``RTS.load("shapes-resnet", aid=True)`` (the AID-defended one, :mod:`adv2.defenses`), and
+``adv2.interpreters.get("rts", model)`` finds the one made for an embedded ``model``.
+Training: :func:`adv2.interpreters.rts_training.train_rts` / ``adv2 train-rts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from adv2._validate import check_images, check_targets, num_classes_of
+from adv2.interpreters.base import Interpreter, MapTracker
+
+#: Input normalisation of every RTS network (its inputs are images in [0, 1]).
+RTS_MEAN, RTS_STD = 0.5, 0.25
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of a classifier's weights and buffers (which classifier an RTS was made for).
+
+    Computed on float32 copies in sorted key order, so a model loaded from float16 weights has
+    the same fingerprint on every machine and device."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _down(cin: int, cout: int) -> BasicBlock:
+    return BasicBlock(cin, cout, stride=2,
+                      downsample=nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout)))
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Up(nn.Module):
+    """×2 pixel-shuffle upsampling, concatenated with the encoder's skip, then a 3×3 conv block."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.up = nn.Sequential(nn.Conv2d(cin, 4 * cout, 1, bias=False), nn.PixelShuffle(2))
+        self.fuse = _conv_bn_relu(cout + cskip, cout)
+
+    def forward(self, z, skip):
+        return self.fuse(torch.cat([self.up(z), skip], 1))
+
+
+class RTSNet(nn.Module):
+    """The saliency network: ``forward(x, c) -> (mask (N, 1, H/4, W/4) in [0, 1], head logits (N, K))``.
+
+    ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` with ``H, W`` multiples of 16; ``c`` ``(N,)`` classes.
+    ``width`` sets the channel counts (``w, w, 2w, 4w, 8w`` down the encoder)."""
+
+    def __init__(self, num_classes: int, width: int = 16):
+        super().__init__()
+        w = width
+        self.num_classes, self.width = num_classes, width
+        self.stem = _conv_bn_relu(3, w)  # H
+        self.enc1 = _down(w, w)  # H/2
+        self.enc2 = _down(w, 2 * w)  # H/4
+        self.enc3 = _down(2 * w, 4 * w)  # H/8
+        self.enc4 = _down(4 * w, 8 * w)  # H/16
+        self.head = nn.Linear(8 * w, num_classes)
+        self.embedding = nn.Embedding(num_classes, 8 * w)
+        nn.init.normal_(self.embedding.weight, 0.0, 1.0)
+        self.dec3 = _Up(8 * w, 4 * w, 4 * w)  # H/8
+        self.dec2 = _Up(4 * w, 2 * w, 2 * w)  # H/4
+        self.out = nn.Conv2d(2 * w, 2, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.stem((x - RTS_MEAN) / RTS_STD)
+        s2 = self.enc2(self.enc1(z))
+        s3 = self.enc3(s2)
+        s4 = self.enc4(s3)
+        logits = self.head(s4.mean((2, 3)))
+        gate = torch.sigmoid(self.embedding(c) - 1.0)[:, :, None, None]
+        u = self.dec2(self.dec3(s4 * gate, s3), s2)
+        ab = self.out(u).abs()
+        mask = ab[:, :1] / (ab[:, :1] + ab[:, 1:] + 1e-6)
+        return mask, logits
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def weights_dir() -> Path:
+    """Folder of the shipped RTS networks (package data)."""
+    return Path(str(resources.files("adv2.interpreters") / "weights"))
+
+
+def shipped_path(name: str, aid: bool = False) -> Path:
+    """Path of the shipped RTS network for embedded model ``name`` (``aid``: the AID-trained one)."""
+    return weights_dir() / f"{'rts-aid' if aid else 'rts'}-{name}.safetensors"
+
+
+def save_rts(net: RTSNet, path: str | Path, model: nn.Module | None = None, classifier: str = "", **meta) -> Path:
+    """Write ``net`` to a safetensors file whose metadata names the classifier it explains
+    (its :func:`fingerprint`), the class count and the width (plus any extra ``meta``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"format": "adv2-rts", "num_classes": str(net.num_classes), "width": str(net.width),
+            "classifier": classifier, "fingerprint": fingerprint(model) if model is not None else "",
+            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(path), metadata=info)
+    return path
+
+
+def read_rts(path: str | Path) -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` of an RTS safetensors file; ``ValueError`` if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"RTS checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 — safe_open has no iterator
+    except Exception as e:  # noqa: BLE001 — any unreadable file is reported the same way
+        raise ValueError(f"cannot read RTS checkpoint {path}: {e}") from e
+    if meta.get("format") != "adv2-rts":
+        raise ValueError(f"{path} is not an adv2 RTS checkpoint (no 'format: adv2-rts' metadata)")
+    return state, meta
+
+
+class RTS(Interpreter):
+    """Real-time saliency: a trained :class:`RTSNet` for classifier ``model``.
+
+    ``RTS(model)`` finds the shipped network made for ``model`` (an embedded model, recognised
+    by its weights); ``RTS(model, checkpoint=path)`` uses a trained file (``adv2 train-rts``);
+    ``RTS(model, net=RTSNet(...))`` wraps a network in memory (training, tests). ``aid=True``
+    picks the shipped AID-defended network (interpreter name ``rts-aid``).
+
+    Raises ``ValueError`` if the checkpoint was made for another classifier (weights
+    fingerprint) or another number of classes. A loaded network is frozen in eval mode (a ``net``
+    passed in is used as it is, e.g. in training mode during AID); ``g(x, c)``
+    gives ``(N, 1, H/4, W/4)`` maps in ``[0, 1]``, differentiable w.r.t. ``x``.
+    """
+
+    name = "rts"
+
+    def __init__(self, model: nn.Module, checkpoint: str | Path | None = None, net: RTSNet | None = None,
+                 aid: bool = False, check_classifier: bool = True):
+        super().__init__(model)
+        self.record: dict = {}  # training record (set by train_rts / aid)
+        if aid:
+            self.name = "rts-aid"
+        k = num_classes_of(model)
+        if net is not None:
+            self.net, self.meta = net, {}
+        else:
+            path = Path(checkpoint) if checkpoint is not None else self._find_shipped(model, aid)
+            state, meta = read_rts(path)
+            n_cls, width = int(meta["num_classes"]), int(meta["width"])
+            if k is not None and n_cls != k:
+                raise ValueError(f"RTS checkpoint {path.name} was made for a {n_cls}-class classifier, "
+                                 f"but this model has {k} classes")
+            if check_classifier and meta.get("fingerprint") and meta["fingerprint"] != fingerprint(model):
+                raise ValueError(
+                    f"RTS checkpoint {path.name} was made for another classifier "
+                    f"({meta.get('classifier') or 'fingerprint ' + meta['fingerprint']}); train one for this "
+                    f"model with `adv2 train-rts` (or pass check_classifier=False to use it anyway)")
+            self.net = RTSNet(n_cls, width)
+            self.net.load_state_dict(state)
+            self.meta = meta
+        if k is not None and self.net.num_classes != k:
+            raise ValueError(f"RTS network has {self.net.num_classes} classes, but the model has {k}")
+        if net is None:  # a loaded network is ours: frozen, in eval mode, on the model's device
+            self.net.eval()
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+            self.net.to(next(model.parameters(), torch.empty(0)).device)
+
+    @staticmethod
+    def _find_shipped(model: nn.Module, aid: bool) -> Path:
+        fp = fingerprint(model)
+        for path in sorted(weights_dir().glob("rts-aid-*.safetensors" if aid else "rts-shapes-*.safetensors")):
+            _, meta = read_rts(path)
+            if meta.get("fingerprint") == fp:
+                return path
+        raise ValueError(
+            f"no shipped {'AID-trained ' if aid else ''}RTS network was made for this model (it is not an embedded "
+            "model with its shipped weights); train one with `adv2 train-rts` and load it with "
+            "RTS(model, checkpoint=PATH)")
+
+    @classmethod
+    def load(cls, name: str | Path, model: nn.Module | None = None, aid: bool = False) -> RTS:
+        """The RTS network for embedded model ``name`` (``"shapes-resnet"``, ``"shapes-densenet"``;
+        the classifier is loaded too unless ``model`` is given), or a checkpoint file ``name``
+        for ``model``. ``aid=True``: the AID-trained network."""
+        from adv2.models import EMBEDDED, load
+
+        if str(name) in EMBEDDED:
+            path = shipped_path(str(name), aid)
+            if not path.exists():
+                raise ValueError(f"the shipped RTS network {path.name} is missing; reproduce it with "
+                                 f"`adv2 {'train-aid' if aid else 'train-rts'} --model {name}`")
+            return cls(model if model is not None else load(str(name)), checkpoint=path, aid=aid)
+        if model is None:
+            raise ValueError(f"{name!r} is not an embedded model name; to load a checkpoint file pass the "
+                             f"classifier it was trained for: RTS.load(path, model)")
+        return cls(model, checkpoint=name, aid=aid)
+
+    def validate(self, x: torch.Tensor) -> None:
+        h, w = x.shape[-2:]
+        if h % 16 or w % 16:
+            raise ValueError(f"RTS needs image sides that are multiples of 16, got {h}×{w}")
+
+    def logits_and_map(self, x, target, create_graph=False, smooth=False):
+        logits = self.model(x)
+        mask, _ = self.net(x, target)
+        return logits, mask
+
+    def forward_all(self, x: torch.Tensor, target: torch.Tensor):
+        """``(classifier logits, map, RTS encoder-head logits)`` in one call."""
+        logits = self.model(x)
+        mask, head = self.net(x, target)
+        return logits, mask, head
+
+    def __call__(self, x, target):
+        check_images(x)
+        self.validate(x)
+        target = check_targets(target, x.shape[0], self.net.num_classes, name="target")
+        return self.net(x, target)[0]
+
+    def tracker(self, lam_enc: float = 0.1, **options) -> MapTracker:
+        return RTSTracker(self, lam_enc)
+
+    def __repr__(self):
+        src = self.meta.get("classifier") or "in memory"
+        return f"RTS({src!r}{', aid' if self.name == 'rts-aid' else ''})"
+
+
+class RTSTracker(MapTracker):
+    """ADV² against RTS: the exact map (one forward of the saliency network) and, as the loop's
+    auxiliary loss, ``lam_enc`` × the cross-entropy of the RTS encoder's own head towards ``c_t``
+    (the paper's λ₂ = 0.1: the selector-gated features stay coherent with the target class)."""
+
+    def __init__(self, interpreter: RTS, lam_enc: float = 0.1):
+        super().__init__(interpreter)
+        self.lam_enc = lam_enc
+
+    def __call__(self, ctx, x_adv, t, last):
+        logits, m, head = self.g.forward_all(x_adv, ctx.target_class)
+        d = ctx.distance(m)
+        with torch.no_grad():
+            ok = logits.argmax(1) == ctx.target_class
+        aux = self.lam_enc * F.cross_entropy(head, ctx.target_class, reduction="none") if self.lam_enc else None
+        return logits, d, (x_adv.detach(), d.detach(), ok), aux
