@@ -211,12 +211,12 @@ def format_aid(result: dict) -> str:
     lines = ["| interpreter | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name in ("rts", "rts-aid"):
         r = result[name]
-        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.4f}" if "l1" in k else f"{r[k]:.3f}" for k in keys) + " |")
     r = result["rts-aid"]
     if "adv2_l1_large" in r:
         f = result["config"]["large_factor"]
         lines.append(f"| rts-aid, ADV² {f}× iterations | {r['pointing_game']:.3f} | {r['adv2_success_large']:.3f} | "
-                     f"{r['adv2_l1_large']:.3f} | {r['adv2_iou_large']:.3f} | {r['pgd_l1']:.3f} |")
+                     f"{r['adv2_l1_large']:.4f} | {r['adv2_iou_large']:.3f} | {r['pgd_l1']:.4f} |")
     ratio = result["rts-aid"]["adv2_l1"] / max(result["rts"]["adv2_l1"], 1e-12)
     lines.append(f"\nADV² L1 against RTS+AID / against RTS: {ratio:.2f}×; pointing game change "
                  f"{100 * (result['rts-aid']['pointing_game'] - result['rts']['pointing_game']):+.1f} points")
