@@ -24,15 +24,21 @@ def _train_zoo(args) -> int:
     return 0
 
 
+def _embedded(name: str, command: str, python_call: str):
+    """The embedded model ``name``, or a ``ValueError`` pointing other models to the Python API."""
+    from adv2.models import EMBEDDED, load
+
+    if name not in EMBEDDED:
+        raise ValueError(f"{command} works on the embedded models ({', '.join(EMBEDDED)}); for your own "
+                         f"classifier call {python_call} from Python")
+    return load(name)
+
+
 def _train_rts(args) -> int:
     from adv2.interpreters.rts import weights_dir
     from adv2.interpreters.rts_training import train_rts
-    from adv2.models import EMBEDDED, load
 
-    if args.model not in EMBEDDED:
-        raise ValueError(f"train-rts trains for an embedded model ({', '.join(EMBEDDED)}); for your own classifier "
-                         "call adv2.interpreters.rts_training.train_rts(model, x, y) from Python")
-    model = load(args.model)
+    model = _embedded(args.model, "train-rts", "adv2.interpreters.rts_training.train_rts(model, x, y)")
     overrides = {"steps": args.steps} if args.steps is not None else {}
     out = args.out or weights_dir()
     rec = train_rts(model, out=out, name=args.model, seed=args.seed, resume=not args.restart,
@@ -45,12 +51,8 @@ def _train_aid(args) -> int:
     from adv2.defenses import aid
     from adv2.interpreters import RTS
     from adv2.interpreters.rts import weights_dir
-    from adv2.models import EMBEDDED, load
 
-    if args.model not in EMBEDDED:
-        raise ValueError(f"train-aid defends the shipped RTS of an embedded model ({', '.join(EMBEDDED)}); for your "
-                         "own classifier call adv2.defenses.aid(model, rts) from Python")
-    model = load(args.model)
+    model = _embedded(args.model, "train-aid", "adv2.defenses.aid(model, rts)")
     rts = RTS.load(args.model, model=model) if args.rts is None else RTS(model, checkpoint=args.rts)
     overrides = {"steps": args.steps} if args.steps is not None else {}
     out = args.out or weights_dir()
@@ -106,23 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output folder (default: the package's weights folder)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train_zoo)
-    r = sub.add_parser("train-rts", help="train the RTS saliency network of an embedded model (resumable)")
-    r.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default=None, help="output folder (default: the package's RTS weights folder)")
-    r.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
-    r.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start afresh")
-    r.add_argument("--no-progress", action="store_true")
-    r.set_defaults(func=_train_rts)
-    a = sub.add_parser("train-aid", help="AID: fine-tune the RTS of an embedded model against ADV² (resumable)")
-    a.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
-    a.add_argument("--rts", default=None, help="RTS checkpoint to start from (default: the shipped one)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--out", default=None, help="output folder (default: the package's RTS weights folder)")
-    a.add_argument("--steps", type=int, default=None, help="alternations (default: the recipe's)")
-    a.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start afresh")
-    a.add_argument("--no-progress", action="store_true")
-    a.set_defaults(func=_train_aid)
+    for name, func, helptext, steps in (
+        ("train-rts", _train_rts, "train the RTS saliency network of an embedded model (resumable)", "training steps"),
+        ("train-aid", _train_aid, "AID: fine-tune the RTS of an embedded model against ADV² (resumable)",
+         "alternations"),
+    ):
+        r = sub.add_parser(name, help=helptext)
+        r.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
+        if name == "train-aid":
+            r.add_argument("--rts", default=None, help="RTS checkpoint to start from (default: the shipped one)")
+        r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--out", default=None, help="output folder (default: the package's RTS weights folder)")
+        r.add_argument("--steps", type=int, default=None, help=f"{steps} (default: the recipe's)")
+        r.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start afresh")
+        r.add_argument("--no-progress", action="store_true")
+        r.set_defaults(func=func)
     e = sub.add_parser("eval-aid", help="RTS vs RTS+AID under an adaptive ADV² attack; writes DIR/aid.json")
     e.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
     e.add_argument("--out", default=None, help="run directory (default runs/aid-MODEL)")
