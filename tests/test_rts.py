@@ -210,5 +210,7 @@ def test_cli_train_rts_and_eval_aid(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rts-aid" in out and "pointing_game" in out
     res = json.loads((tmp_path / "aid.json").read_text())
+    assert set(res) == {"rts", "rts-aid"}
+    assert json.loads((tmp_path / "config.json").read_text())["n"] == 4
     for key in ("rts", "rts-aid"):
         assert {"pointing_game", "adv2_success", "adv2_l1", "adv2_iou", "pgd_l1"} <= set(res[key])

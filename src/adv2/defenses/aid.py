@@ -174,7 +174,8 @@ def eval_aid(name: str = "shapes-resnet", out: str | Path | None = None, n: int 
     (ADV² re-run against that interpreter: the attacker knows the defense) and PGD's L1. For
     ``rts-aid`` also the same attack with ``large_factor`` × the iterations (``*_large`` keys):
     whether a stronger adaptive attacker closes the gap again. Writes ``out/aid.json``
-    (``{"rts": {...}, "rts-aid": {...}}``) if ``out`` is given; returns that dict.
+    (``{"rts": {...}, "rts-aid": {...}}``) and ``out/config.json`` if ``out`` is given; returns
+    the two results and ``"config"`` in one dict.
     """
     from adv2.attacks import PGD
     from adv2.experiments.sampling import correctly_classified_shapes, target_classes
@@ -201,7 +202,8 @@ def eval_aid(name: str = "shapes-resnet", out: str | Path | None = None, n: int 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "aid.json").write_text(json.dumps(result, indent=2))
+        (out / "aid.json").write_text(json.dumps({k: result[k] for k in ("rts", "rts-aid")}, indent=2))
+        (out / "config.json").write_text(json.dumps(result["config"], indent=2))
     return result
 
 
