@@ -41,7 +41,8 @@ def test_list(capsys):
         (["demo", "--set", "rts.lam_enc=-1"], "lam_enc must be a non-negative number"),
         (["train-rts", "--model", "nope"], "embedded model"),
         (["train-aid", "--model", "shapes-resnet", "--rts", "/nonexistent.safetensors"], "not found"),
-        (["eval-aid", "--model", "nope"], "unknown model 'nope'"),
+        (["eval-aid", "--model", "resnet18"], "embedded model"),
+        (["eval-aid", "--n", "0"], "n must be a positive integer"),
     ],
 )
 def test_bad_input_exits_nonzero_without_traceback(args, match):

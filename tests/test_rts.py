@@ -114,13 +114,21 @@ def test_training_never_touches_the_classifier(resnet_model, train_data):
     assert not resnet_model.training
     assert all(torch.equal(v, before[k]) for k, v in resnet_model.state_dict().items())
     assert all(p.grad is None for p in resnet_model.parameters())
+    # a classifier in train mode is explained in eval mode and handed back in train mode, unchanged
+    import copy
+
+    m = copy.deepcopy(resnet_model).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    g = train_rts(m, x, y, seed=0, progress=False, **{**TINY, "steps": 2})
+    assert m.training and all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    assert not g.net.training and not any(p.requires_grad for p in g.net.parameters())
 
 
 def test_a_resumed_training_equals_an_uninterrupted_one(resnet_model, train_data, tmp_path):
     x, y = train_data
     full = train_rts(resnet_model, x, y, out=tmp_path / "a", name="t", seed=3, progress=False, **TINY)
     train_rts(resnet_model, x, y, out=tmp_path / "b", name="t", seed=3, progress=False, stop_after=4, **TINY)
-    ckpt = tmp_path / "b" / "rts-t.ckpt.safetensors"
+    ckpt = tmp_path / "b" / "rts-t.ckpt"
     assert ckpt.exists() and not (tmp_path / "b" / "rts-t.safetensors").exists()
     resumed = train_rts(resnet_model, x, y, out=tmp_path / "b", name="t", seed=3, progress=False, **TINY)
     assert not ckpt.exists() and (tmp_path / "b" / "rts-t.safetensors").exists()
@@ -183,9 +191,12 @@ def test_aid_fine_tunes_a_copy_and_resumes_exactly(resnet_model, rts, train_data
     x, y = train_data
     before = {k: v.clone() for k, v in rts.net.state_dict().items()}
     kw = dict(steps=3, aid_batch=4, checkpoint_every=2, attack={"warmup": 2, "steps": 3})
+    with pytest.raises(ValueError, match="bad AID attack setting"):
+        aid(resnet_model, rts, x, y, progress=False, attack={"bogus": 1})
     full = aid(resnet_model, rts, x, y, out=tmp_path / "a", name="t", seed=0, progress=False, **kw)
     rec = full.record
     assert full.name == "rts-aid" and rec["log"][-1]["step"] == 3 and rec["log"][-1]["aid"] >= 0
+    assert rec["aid"]["attack"]["alpha"] == pytest.approx(2 / 255)  # a partial attack setting keeps the others
     assert all(torch.equal(v, before[k]) for k, v in rts.net.state_dict().items())  # the input is not changed
     assert any(not torch.equal(v, before[k]) for k, v in full.net.state_dict().items())
     aid(resnet_model, rts, x, y, out=tmp_path / "b", name="t", seed=0, progress=False, stop_after=2, **kw)

@@ -29,8 +29,8 @@ import torch
 
 from adv2 import metrics
 from adv2._validate import check_images, check_targets, num_classes_of
-from adv2.interpreters.rts import RTS, save_rts
-from adv2.interpreters.rts_training import RECIPE, check_recipe, run_training, step_generator
+from adv2.interpreters.rts import RTS, save_rts, tensor_hash
+from adv2.interpreters.rts_training import RECIPE, check_recipe, freeze, run_training, step_generator
 
 #: AID fine-tuning (``adv2 train-aid``): ``steps`` alternations at learning rate ``lr``; the AID
 #: step's weight ``aid``, its batch ``aid_batch`` and the ADV² budget of the attack regenerated
@@ -101,11 +101,21 @@ def aid(model, rts: RTS, x: torch.Tensor | None = None, y: torch.Tensor | None =
     ``x``, ``y``: training images ``(N, 3, H, W)`` in ``[0, 1]`` and labels (default: the shapes
     train split drawn with ``seed``, as RTS training). ``out``: folder for
     ``rts-aid-<name>.safetensors``, its JSON record and the resumable checkpoint.
-    ``overrides``: :data:`AID_RECIPE` entries (e.g. ``steps=100``, ``attack={"steps": 10}``).
+    ``overrides``: :data:`AID_RECIPE` entries (e.g. ``steps=100``; ``attack={"steps": 10}`` changes
+    that entry of the attack budget and keeps the others).
     """
     if not isinstance(rts, RTS):
         raise ValueError(f"rts must be an adv2.interpreters.RTS, got {type(rts).__name__}")
-    r = _check_aid_recipe({**AID_RECIPE, **overrides})
+    r = {**AID_RECIPE, **overrides}
+    if isinstance(r["attack"], dict):  # a partial attack setting keeps the other entries
+        r["attack"] = {**AID_RECIPE["attack"], **r["attack"]}
+    r = _check_aid_recipe(r)
+    try:  # bad attack keywords now, not at the first step
+        from adv2.attacks import ADV2
+
+        ADV2(model, rts, eps=r["eps"], **r["attack"])
+    except TypeError as e:
+        raise ValueError(f"bad AID attack setting: {e}") from None
     base = dict(RECIPE)
     if rts.meta.get("recipe"):
         base.update(json.loads(rts.meta["recipe"]))
@@ -120,12 +130,13 @@ def aid(model, rts: RTS, x: torch.Tensor | None = None, y: torch.Tensor | None =
     for p in net.parameters():
         p.requires_grad_(True)
     out = Path(out) if out is not None else None
-    ckpt = out / f"rts-aid-{name}.ckpt.safetensors" if out is not None else None
+    ckpt = out / f"rts-aid-{name}.ckpt" if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     log = run_training(net, model, x, y, recipe, seed, ckpt, resume, f"train-aid {name}",
-                       step_fn=aid_step_fn(model, x, y, r, seed), meta={"aid": r}, progress=progress,
+                       step_fn=aid_step_fn(model, x, y, r, seed),
+                       meta={"aid": r, "start": tensor_hash(rts.net.state_dict())}, progress=progress,
                        stop_after=stop_after, train_mode=False)
     record = {"name": name, "seed": seed, "aid": r, "recipe": recipe, "train_seconds": round(time.time() - t0, 1),
               "log": log}
@@ -134,7 +145,7 @@ def aid(model, rts: RTS, x: torch.Tensor | None = None, y: torch.Tensor | None =
         save_rts(net, out / f"rts-aid-{name}.safetensors", model, classifier=name, seed=seed, recipe=recipe, aid=r)
         (out / f"rts-aid-{name}.json").write_text(json.dumps(record, indent=2))
         ckpt.unlink(missing_ok=True)
-    defended = RTS(model, net=net, aid=True)
+    defended = RTS(model, net=freeze(net), aid=True)
     defended.record = record
     return defended
 
@@ -179,8 +190,14 @@ def eval_aid(name: str = "shapes-resnet", out: str | Path | None = None, n: int 
     """
     from adv2.attacks import PGD
     from adv2.experiments.sampling import correctly_classified_shapes, target_classes
-    from adv2.models import load
+    from adv2.models import EMBEDDED, load
 
+    if name not in EMBEDDED:
+        raise ValueError(f"eval-aid compares the shipped RTS networks of an embedded model ({', '.join(EMBEDDED)}); "
+                         f"for your own classifier call adv2.defenses.aid.evaluate_interpreter from Python")
+    for key, v in (("n", n), ("large_factor", large_factor)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{key} must be a positive integer, got {v!r}")
     budget = {**EVAL_BUDGET, **(budget or {})}
     model = load(name)
     x, y, masks, idx = correctly_classified_shapes(model, n, seed=seed)

@@ -46,16 +46,21 @@ from adv2.interpreters.base import Interpreter, MapTracker
 RTS_MEAN, RTS_STD = 0.5, 0.25
 
 
+def tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """A short hash of named tensors, on float32 CPU copies in sorted key order."""
+    h = hashlib.sha256()
+    for k, v in sorted(tensors.items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def fingerprint(model: nn.Module) -> str:
     """A short hash of a classifier's weights and buffers (which classifier an RTS was made for).
 
     Computed on float32 copies in sorted key order, so a model loaded from float16 weights has
     the same fingerprint on every machine and device."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return tensor_hash(model.state_dict())
 
 
 def _down(cin: int, cout: int) -> BasicBlock:
@@ -206,7 +211,10 @@ class RTS(Interpreter):
     def _find_shipped(model: nn.Module, aid: bool) -> Path:
         fp = fingerprint(model)
         for path in sorted(weights_dir().glob("rts-aid-*.safetensors" if aid else "rts-shapes-*.safetensors")):
-            _, meta = read_rts(path)
+            try:
+                _, meta = read_rts(path)
+            except ValueError:  # not a finished RTS network: skip it
+                continue
             if meta.get("fingerprint") == fp:
                 return path
         raise ValueError(

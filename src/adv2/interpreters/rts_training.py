@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from adv2._validate import check_images, check_targets, num_classes_of
 from adv2.interpreters.mask import tv_term
-from adv2.interpreters.rts import RTS, RTSNet, fingerprint, save_rts
+from adv2.interpreters.rts import RTS, RTSNet, fingerprint, save_rts, tensor_hash
 
 #: The training recipe (``adv2 train-rts`` on the embedded models), chosen by measurement
 #: (README): loss weights ``tv`` (λ₁), ``area`` (λ₂) with exponent ``area_power``, ``destroy``
@@ -121,9 +121,10 @@ def sample_batch(x, y, num_classes: int, seed: int, step: int, batch_size: int, 
     replacement), with a share ``fake`` of the selector classes replaced by another class."""
     g = step_generator(seed, step)
     idx = torch.randint(0, len(x), (batch_size,), generator=g)
-    yb = y[idx]
     shift = torch.randint(1, num_classes, (batch_size,), generator=g)
     is_fake = torch.rand(batch_size, generator=g) < fake
+    idx, shift, is_fake = idx.to(y.device), shift.to(y.device), is_fake.to(y.device)
+    yb = y[idx]
     c = torch.where(is_fake, (yb + shift) % num_classes, yb)
     return x[idx], yb, c
 
@@ -156,8 +157,8 @@ def load_checkpoint(path: Path, net, opt, meta: dict) -> int:
         info = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     if json.loads(info["meta"]) != json.loads(json.dumps(meta, sort_keys=True)):
-        raise ValueError(f"checkpoint {path} belongs to another run (other recipe, seed or classifier); "
-                         "delete it or pass resume=False to start afresh")
+        raise ValueError(f"checkpoint {path} belongs to another run (other recipe, seed, data, classifier or "
+                         "starting network); delete it, or start afresh with --restart (resume=False)")
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     state: dict = {}
     for k, v in tensors.items():
@@ -176,13 +177,26 @@ def run_training(net: RTSNet, model, x, y, recipe: dict, seed: int, ckpt: Path |
     Each step ``k`` samples its batch from ``(seed, k)`` and takes one Adam step on
     :func:`rts_loss`; ``step_fn(k, net, opt)``, if given, may take further steps (AID's
     alternating distillation step). Checkpoints every ``recipe["checkpoint_every"]`` steps to
-    ``ckpt``; ``resume`` continues from it. ``stop_after``: stop (as if interrupted) after that
+    ``ckpt``; ``resume`` continues from it. The classifier runs in eval mode (its mode is
+    restored afterwards). ``stop_after``: stop (as if interrupted) after that
     many steps of this call, checkpoint written — for tests. ``train_mode=False`` runs the network
     in eval mode (batch-norm statistics frozen, as AID fine-tunes). Returns the log (one entry per
     50 steps, and the step it stopped at)."""
+    was_training = model.training
+    model.eval()  # the classifier is explained as it is used: its batch-norm statistics must not move
+    try:
+        return _run_training(net, model, x, y, recipe, seed, ckpt, resume, desc, step_fn, meta, progress,
+                             stop_after, train_mode)
+    finally:
+        model.train(was_training)
+
+
+def _run_training(net, model, x, y, recipe, seed, ckpt, resume, desc, step_fn, meta, progress, stop_after,
+                  train_mode):
     num_classes = net.num_classes
     opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    meta = {"recipe": recipe, "seed": seed, "classifier": fingerprint(model), **(meta or {})}
+    meta = {"recipe": recipe, "seed": seed, "classifier": fingerprint(model),
+            "data": tensor_hash({"x": x, "y": y}), **(meta or {})}
     start = 0
     if ckpt is not None and resume and ckpt.exists():
         start = load_checkpoint(ckpt, net, opt, meta)
@@ -231,7 +245,7 @@ def train_rts(model, x: torch.Tensor | None = None, y: torch.Tensor | None = Non
     ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` and ``y`` ``(N,)``: the training images and labels
     (default: ``RECIPE["n_train"]`` images of the shapes train split drawn with ``seed``).
     ``out``: folder for ``rts-<name>.safetensors``, its JSON record and the resumable checkpoint
-    ``rts-<name>.ckpt.safetensors`` (removed when training ends); ``None`` keeps it in memory.
+    ``rts-<name>.ckpt`` (safetensors; removed when training ends); ``None`` keeps it in memory.
     ``overrides``: recipe entries (:data:`RECIPE`), e.g. ``steps=100``.
     """
     recipe = check_recipe({**RECIPE, **overrides})
@@ -247,7 +261,7 @@ def train_rts(model, x: torch.Tensor | None = None, y: torch.Tensor | None = Non
     torch.manual_seed(seed)
     net = RTSNet(k or int(y.max()) + 1, recipe["width"]).to(next(model.parameters()).device)
     out = Path(out) if out is not None else None
-    ckpt = out / f"rts-{name}.ckpt.safetensors" if out is not None else None
+    ckpt = out / f"rts-{name}.ckpt" if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -259,6 +273,15 @@ def train_rts(model, x: torch.Tensor | None = None, y: torch.Tensor | None = Non
         save_rts(net, out / f"rts-{name}.safetensors", model, classifier=name, seed=seed, recipe=recipe)
         (out / f"rts-{name}.json").write_text(json.dumps(record, indent=2))
         ckpt.unlink(missing_ok=True)
-    g = RTS(model, net=net)
+    g = RTS(model, net=freeze(net))
     g.record = record
     return g
+
+
+def freeze(net: RTSNet) -> RTSNet:
+    """``net`` in eval mode, its parameters without gradients (a trained network, ready to explain)."""
+    net.eval()
+    for p in net.parameters():
+        p.grad = None
+        p.requires_grad_(False)
+    return net
