@@ -29,8 +29,8 @@ import torch
 
 from adv2 import metrics
 from adv2._validate import check_images, check_targets, num_classes_of
-from adv2.interpreters.rts import RTS, save_rts, tensor_hash
-from adv2.interpreters.rts_training import RECIPE, check_recipe, freeze, run_training, step_generator
+from adv2.interpreters.rts import RTS, tensor_hash
+from adv2.interpreters.rts_training import RECIPE, check_recipe, finish_training, run_training, step_generator
 
 #: AID fine-tuning (``adv2 train-aid``): ``steps`` alternations at learning rate ``lr``; the AID
 #: step's weight ``aid``, its batch ``aid_batch`` and the ADV² budget of the attack regenerated
@@ -140,14 +140,7 @@ def aid(model, rts: RTS, x: torch.Tensor | None = None, y: torch.Tensor | None =
                        stop_after=stop_after, train_mode=False)
     record = {"name": name, "seed": seed, "aid": r, "recipe": recipe, "train_seconds": round(time.time() - t0, 1),
               "log": log}
-    finished = not log or log[-1]["step"] == recipe["steps"]
-    if out is not None and finished:
-        save_rts(net, out / f"rts-aid-{name}.safetensors", model, classifier=name, seed=seed, recipe=recipe, aid=r)
-        (out / f"rts-aid-{name}.json").write_text(json.dumps(record, indent=2))
-        ckpt.unlink(missing_ok=True)
-    defended = RTS(model, net=freeze(net), aid=True)
-    defended.record = record
-    return defended
+    return finish_training(net, model, out, f"rts-aid-{name}", record, ckpt, aid=r, recipe=recipe)
 
 
 #: ADV² budget of :func:`eval_aid` (the demo's RTS budget) and the larger adaptive one.

@@ -268,20 +268,25 @@ def train_rts(model, x: torch.Tensor | None = None, y: torch.Tensor | None = Non
     log = run_training(net, model, x, y, recipe, seed, ckpt, resume, f"train-rts {name}", progress=progress,
                        stop_after=stop_after)
     record = {"name": name, "seed": seed, "recipe": recipe, "train_seconds": round(time.time() - t0, 1), "log": log}
-    finished = not log or log[-1]["step"] == recipe["steps"]
+    return finish_training(net, model, out, f"rts-{name}", record, ckpt, recipe=recipe)
+
+
+def finish_training(net: RTSNet, model, out: Path | None, stem: str, record: dict, ckpt: Path | None,
+                    aid: dict | None = None, **meta) -> RTS:
+    """The trained network as an :class:`RTS` (frozen, in eval mode, ``record`` attached). If the
+    run reached its last step and ``out`` is given, also write ``out/<stem>.safetensors`` and
+    ``.json`` and remove the checkpoint."""
+    finished = not record["log"] or record["log"][-1]["step"] == record["recipe"]["steps"]
     if out is not None and finished:
-        save_rts(net, out / f"rts-{name}.safetensors", model, classifier=name, seed=seed, recipe=recipe)
-        (out / f"rts-{name}.json").write_text(json.dumps(record, indent=2))
+        extra = {"aid": aid} if aid is not None else {}
+        save_rts(net, out / f"{stem}.safetensors", model, classifier=record["name"], seed=record["seed"],
+                 **meta, **extra)
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
         ckpt.unlink(missing_ok=True)
-    g = RTS(model, net=freeze(net))
-    g.record = record
-    return g
-
-
-def freeze(net: RTSNet) -> RTSNet:
-    """``net`` in eval mode, its parameters without gradients (a trained network, ready to explain)."""
     net.eval()
     for p in net.parameters():
         p.grad = None
         p.requires_grad_(False)
-    return net
+    g = RTS(model, net=net, aid=aid is not None)
+    g.record = record
+    return g
