@@ -71,3 +71,29 @@ def test_a_bad_flow_is_a_clear_error(x, bad):
 def test_flow_loss_rejects_a_bad_shape():
     with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):
         flow_loss(torch.zeros(2, 3, 4, 4))
+
+
+def test_stadv_reaches_the_target_by_moving_pixels(resnet_model, shapes_test):
+    from adv2.attacks import StAdv
+
+    xs, y, _ = shapes_test
+    xs, ct = xs[:4], (y[:4] + 1) % 10
+    res = StAdv(resnet_model, steps=60)(xs, ct)
+    assert res.success.float().mean() >= 0.75 and res.flow.shape == (4, 2, 64, 64)
+    assert torch.equal(res.x_adv, warp(xs, res.flow))  # the image is the warp of the reported flow
+    assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    # batch independence: the same examples in another order give the same flows (a batch of
+    # another size runs other convolution kernels, whose rounding Adam's normalised first steps
+    # amplify on near-zero gradients, so the comparison keeps the batch size)
+    perm = torch.tensor([2, 0, 3, 1])
+    other = StAdv(resnet_model, steps=60)(xs[perm], ct[perm])
+    torch.testing.assert_close(other.flow, res.flow[perm], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(tau=-1.0), dict(tau=float("nan")), dict(steps=-1), dict(lr=0),
+                                    dict(betas=(0.9, 1.0))])
+def test_stadv_bad_settings_are_clear_errors(resnet_model, kwargs):
+    from adv2.attacks import StAdv
+
+    with pytest.raises(ValueError):
+        StAdv(resnet_model, **kwargs)

@@ -20,6 +20,8 @@ class AttackResult:
       ``x_adv`` to 8-bit pixels (as a saved PNG is).
     - ``map_distance``: ``(N,)`` float or ``None``, the attack's interpretation loss at
       ``x_adv`` (mean squared error to the target map), where it has one.
+    - ``flow``: ``(N, 2, H, W)`` or ``None``, the flow field (pixels) of a flow-perturbation
+      attack (:class:`~adv2.attacks.stadv.StAdv`).
     """
 
     x_adv: torch.Tensor
@@ -28,6 +30,7 @@ class AttackResult:
     map: torch.Tensor | None
     success_quantized: torch.Tensor
     map_distance: torch.Tensor | None = None
+    flow: torch.Tensor | None = None
 
 
 @torch.no_grad()
