@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import adv2
 from adv2.attacks import ADV2, PGD
 from adv2.interpreters import CAM, Grad, GradCAM
 
@@ -122,9 +123,29 @@ def test_adv2_bad_arguments(resnet_model, kwargs, match):
         ADV2(resnet_model, CAM(resnet_model), **kwargs)
 
 
-def test_flow_not_yet(resnet_model):
-    with pytest.raises(NotImplementedError, match="flow"):
-        ADV2(resnet_model, CAM(resnet_model), perturbation="flow")
+def test_adv2_flow_moves_pixels_and_keeps_the_map(resnet_model, batch):
+    from adv2.attacks import StAdv
+    from adv2.attacks.flow import warp
+
+    x, y, t = batch
+    g = CAM(resnet_model)
+    benign = g(x, y)
+    res = ADV2(resnet_model, g, perturbation="flow", steps=120)(x, t, target_map=benign)
+    assert res.success.float().mean() >= 0.75 and res.flow.shape == (x.shape[0], 2, *x.shape[-2:])
+    assert torch.equal(res.x_adv, warp(x, res.flow))  # the image is the warp of the reported flow
+    st = StAdv(resnet_model, steps=120, interpreter=g)(x, t)
+    d_adv2 = adv2.metrics.lp_distance(res.map, benign).mean()
+    assert d_adv2 < 0.7 * adv2.metrics.lp_distance(st.map, benign).mean()
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(perturbation="flows"), "unknown perturbation"),
+                                           (dict(perturbation="flow", tau=-1.0), "tau"),
+                                           (dict(perturbation="flow", step_rule="sign"), "step_rule"),
+                                           (dict(perturbation="flow", betas=(0.9, 1.0)), "betas"),
+                                           (dict(perturbation="flow", flow_lr=0), "flow_lr")])
+def test_adv2_flow_bad_settings(resnet_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ADV2(resnet_model, CAM(resnet_model), **kwargs)
 
 
 @pytest.mark.parametrize("attack", ["pgd", "adv2"])

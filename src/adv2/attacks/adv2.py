@@ -1,9 +1,10 @@
 """ADV²: adversarial inputs that fool the classifier *and* keep the interpreter's map.
 
-One loop for every interpreter: a perturbation model (the L∞ box; the flow field of StAdv
-joins later) × the prediction loss (cross-entropy towards ``c_t``) × the interpretation loss
-(mean squared error between the map and the target map, weighted by a λ schedule) × the step
-rule (:mod:`adv2.attacks.steps`: signed steps, or MASK's per-example line search).
+One loop for every interpreter: a perturbation model (the L∞ box, or StAdv's flow field:
+:class:`BoxPerturbation`, :class:`FlowPerturbation`) × the prediction loss (cross-entropy
+towards ``c_t``) × the interpretation loss (mean squared error between the map and the target
+map, weighted by a λ schedule) × the step rule (:mod:`adv2.attacks.steps`: signed steps, or
+MASK's per-example line search; Adam for the flow).
 Interpreter-specific needs are small strategy objects the interpreter provides
 (:meth:`~adv2.interpreters.Interpreter.tracker`): the GRAD surrogate lives in
 ``logits_and_map(smooth=True)``, MASK's running mask and resets in its tracker.
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from adv2._validate import check_images, check_maps, check_positive, check_targets, num_classes_of
+from adv2.attacks.flow import flow_loss, warp
 from adv2.attacks.pgd import pgd_step, quantize
 from adv2.attacks.result import AttackResult, finish
 from adv2.attacks.steps import SearchStep, SignStep
@@ -38,6 +40,15 @@ PAPER_DEFAULTS = {
     "rts": dict(steps=1200, warmup=300, lam=0.002 * 56 * 56, lam_enc=0.1),
 }
 PAPER_DEFAULTS["rts-aid"] = PAPER_DEFAULTS["rts"]
+#: StAdv-based ADV² (Table 11): joint iterations, λ (scaled to the per-pixel mean as above:
+#: GRAD 0.023 × 56², CAM 0.653 × 7²) and τ on the flow loss; no PGD warm start. Interpreters
+#: without an entry (MASK, RTS: issue 7) use their L∞ iterations and λ with τ = 0.0005.
+FLOW_DEFAULTS = {
+    "grad": dict(steps=800, warmup=0, lam=0.023 * 56 * 56, tau=5e-4),
+    "cam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
+    "gradcam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
+}
+PERTURBATIONS = ("linf", "flow")
 SCHEDULES = ("linear", "constant")
 STEP_RULES = ("sign", "search")
 MASK_LOSSES = ("unroll", "objective")
@@ -61,7 +72,7 @@ class AttackContext:
     x: torch.Tensor
     target_class: torch.Tensor
     m_t: torch.Tensor
-    eps: float
+    eps: float | None
 
     def distance(self, m: torch.Tensor) -> torch.Tensor:
         """Per-example mean squared error ``(N,)`` between maps ``m`` and the target maps."""
@@ -70,8 +81,64 @@ class AttackContext:
         return (m - self.m_t).pow(2).flatten(1).mean(1)
 
     def quantize(self, x_adv: torch.Tensor) -> torch.Tensor:
-        """``x_adv`` on the 8-bit grid, inside the ε-ball (:func:`adv2.attacks.pgd.quantize`)."""
+        """``x_adv`` on the 8-bit grid, inside the ε-ball (:func:`adv2.attacks.pgd.quantize`; for the
+        flow perturbation, which has no ε-ball, rounded to the grid)."""
+        if self.eps is None:
+            return (torch.round(x_adv * 255) / 255).clamp(0, 1)
         return quantize(x_adv, self.x, self.eps)
+
+
+class BoxPerturbation:
+    """L∞ (the default): the variable is the image; PGD warm start; the step rule moves it."""
+
+    def __init__(self, attack: ADV2, rule):
+        self.a, self.rule = attack, rule
+
+    def start(self, x):
+        return x.clone()
+
+    def warm(self, var, x, target_class):
+        return pgd_step(self.a.model, var, x, target_class, self.a.eps, self.a.alpha)
+
+    def image(self, var):
+        return var
+
+    def penalty(self, var):
+        return None
+
+    def step(self, ctx, var, grad, t, logits):
+        return self.rule(ctx, var, grad, t, logits)
+
+
+class FlowPerturbation:
+    """StAdv's flow field (:mod:`adv2.attacks.flow`): the variable is a per-pixel flow ``(N, 2, H, W)``,
+    the image ``warp(x, flow)``, the penalty ``tau · ℓ_flow``, the step Adam (per element, so per
+    example); the warm start takes Adam steps on the cross-entropy and the penalty."""
+
+    def __init__(self, attack: ADV2, x):
+        self.a, self.x = attack, x
+
+    def start(self, x):
+        flow = torch.zeros(x.shape[0], 2, *x.shape[-2:], device=x.device, dtype=x.dtype, requires_grad=True)
+        self.opt = torch.optim.Adam([flow], lr=self.a.flow_lr, betas=self.a.betas)
+        return flow
+
+    def image(self, var):
+        return warp(self.x, var)
+
+    def penalty(self, var):
+        return self.a.tau * flow_loss(var)
+
+    def warm(self, var, x, target_class):
+        loss = F.cross_entropy(self.a.model(self.image(var)), target_class, reduction="none") + self.penalty(var)
+        (grad,) = torch.autograd.grad(loss.sum(), var)
+        return self.step(None, var, grad, None, None)
+
+    def step(self, ctx, var, grad, t, logits):
+        var.grad = grad
+        self.opt.step()
+        var.grad = None
+        return var
 
 
 class ADV2:
@@ -108,6 +175,12 @@ class ADV2:
     RTS adds ``lam_enc`` (default 0.1, the paper's λ₂) × the cross-entropy of the RTS encoder's
     own head towards ``c_t`` to the loss (its tracker's auxiliary term).
 
+    ``perturbation="flow"`` (StAdv-based ADV², paper Eqn 14) moves pixels instead: the variable
+    is a per-pixel flow, ``x̂ = warp(x, flow)`` (:mod:`adv2.attacks.flow`), the loss gains
+    ``tau · ℓ_flow`` and Adam (``flow_lr``, ``betas``) takes the steps; there is no ε-ball and,
+    by default, no warm start (Table 11 iterations and λ). The result's ``flow`` is the flow of
+    ``x_adv``.
+
     Call: ``atk(x, target_class, target_map=None)`` with ``x`` ``(N, 3, H, W)`` in ``[0, 1]``,
     ``target_class`` ``(N,)``, ``target_map`` ``(N, 1, h, w)`` in ``[0, 1]`` (any size, resized
     to the interpreter's) or ``None`` for the benign map ``g(x; f(x).argmax(1))``.
@@ -133,15 +206,21 @@ class ADV2:
         n_reset: int | None = None,
         mask_loss: str = "unroll",
         lam_enc: float | None = None,
+        tau: float | None = None,
+        flow_lr: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
         progress: bool = False,
     ):
-        if perturbation == "flow":
-            raise NotImplementedError("perturbation='flow' (StAdv-based ADV²) is not implemented yet")
-        if perturbation != "linf":
-            raise ValueError(f"unknown perturbation {perturbation!r}; expected 'linf' or 'flow'")
+        if perturbation not in PERTURBATIONS:
+            raise ValueError(f"unknown perturbation {perturbation!r}; expected one of {PERTURBATIONS}")
         if lam_schedule not in SCHEDULES:
             raise ValueError(f"unknown lam_schedule {lam_schedule!r}; expected one of {SCHEDULES}")
-        defaults = PAPER_DEFAULTS.get(getattr(interpreter, "name", ""), PAPER_DEFAULTS["cam"])
+        name = getattr(interpreter, "name", "")
+        defaults = PAPER_DEFAULTS.get(name, PAPER_DEFAULTS["cam"])
+        if perturbation == "flow":
+            if step_rule is not None:
+                raise ValueError("step_rule applies to perturbation='linf'; the flow is moved by Adam")
+            defaults = {**defaults, "warmup": 0, "tau": 5e-4, "step_rule": "flow", **FLOW_DEFAULTS.get(name, {})}
         self.model, self.interpreter, self.perturbation = model, interpreter, perturbation
         self.eps = check_positive(eps, "eps")
         self.alpha = check_positive(alpha, "alpha")
@@ -157,7 +236,14 @@ class ADV2:
             raise ValueError(f"unknown alpha_schedule {alpha_schedule!r}; expected one of {ALPHA_SCHEDULES}")
         self.alpha_schedule = alpha_schedule
         self.step_rule = defaults.get("step_rule", "sign") if step_rule is None else step_rule
-        if self.step_rule not in STEP_RULES:
+        self.tau = defaults.get("tau", 5e-4) if tau is None else tau
+        if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or not 0 <= self.tau < math.inf:
+            raise ValueError(f"tau must be a non-negative number, got {self.tau!r}")
+        self.flow_lr = check_positive(flow_lr, "flow_lr")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        if self.step_rule not in STEP_RULES and perturbation == "linf":
             raise ValueError(f"unknown step_rule {self.step_rule!r}; expected one of {STEP_RULES}")
         self.alpha_max = check_positive(alpha_max, "alpha_max")
         self.n_bs = _check_int(n_bs, "n_bs", 0)
@@ -202,25 +288,30 @@ class ADV2:
         x = x.detach()
         m_t = self.benign_map(x) if target_map is None else check_maps(target_map, n).detach().to(x)
 
-        ctx = AttackContext(x, target_class, m_t, self.eps)
+        flow = self.perturbation == "flow"
+        ctx = AttackContext(x, target_class, m_t, None if flow else self.eps)
         tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss,
                                            lam_enc=self.lam_enc)
-        if self.step_rule == "sign":
-            step = SignStep(self.alpha_at)
+        if flow:
+            pert = FlowPerturbation(self, x)
+        elif self.step_rule == "sign":
+            pert = BoxPerturbation(self, SignStep(self.alpha_at))
         else:
-            step = SearchStep(self.model, self.alpha_max, self.n_bs)
+            pert = BoxPerturbation(self, SearchStep(self.model, self.alpha_max, self.n_bs))
 
-        x_adv = x.clone()
+        var = pert.start(x)  # the image (L∞) or the flow
         bar = tqdm(total=self.warmup + self.steps, desc=f"adv2[{self.interpreter.name}]",
                    disable=not self.progress, leave=False)
         for _ in range(self.warmup):
-            x_adv = pgd_step(self.model, x_adv, x, target_class, self.eps, self.alpha)
+            var = pert.warm(var, x, target_class)
             bar.update()
 
-        best_x = x_adv.clone()
+        best_x = pert.image(var).detach().clone()
+        best_var = var.detach().clone() if flow else None
         best_d = torch.full((n,), float("inf"), device=x.device)
         for t in range(self.steps + 1):
-            x_adv.requires_grad_(True)
+            var.requires_grad_(True)
+            x_adv = pert.image(var)
             last = t == self.steps
             logits, d, cand, aux = tracker(ctx, x_adv, t, last)
             if cand is not None:
@@ -229,21 +320,28 @@ class ADV2:
                     better = ok & (d_c < best_d)
                     best_d = torch.where(better, d_c, best_d)
                     best_x = torch.where(better[:, None, None, None], x_c, best_x)
+                    if flow:
+                        best_var = torch.where(better[:, None, None, None], var.detach(), best_var)
             if last:
                 break
             ce = F.cross_entropy(logits, target_class, reduction="none")
             loss = ce + self.lam_at(t) * d
             if aux is not None:
                 loss = loss + aux
+            pen = pert.penalty(var)
+            if pen is not None:
+                loss = loss + pen
             loss = loss.sum()
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = step(ctx, x_adv, grad, t, logits.detach())
+            (grad,) = torch.autograd.grad(loss, var)
+            var = pert.step(ctx, var, grad, t, logits.detach())
             bar.update()
         bar.close()
         found = torch.isfinite(best_d)
-        x_out = torch.where(found[:, None, None, None], best_x, x_adv.detach())
+        x_out = torch.where(found[:, None, None, None], best_x, pert.image(var).detach())
         res = finish(self.model, x_out, target_class, self.interpreter)
         res.map_distance = ctx.distance(res.map)
+        if flow:
+            res.flow = torch.where(found[:, None, None, None], best_var, var.detach())
         return res
 
     def __repr__(self):

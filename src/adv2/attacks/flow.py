@@ -7,8 +7,7 @@ the source image at ``(u + Δu_i, v + Δv_i)``. Sampling positions are clamped t
 from the displacement itself rather than through ``grid_sample``'s normalised coordinates, so a
 zero flow is exactly the identity and an integer flow moves pixels exactly.
 
-(Issue 7 wires these into ``ADV2(perturbation="flow")`` and the ``StAdv`` baseline; they are
-not used by any attack yet.)
+Used by :class:`~adv2.attacks.stadv.StAdv` and ``ADV2(perturbation="flow")``.
 """
 
 from __future__ import annotations
