@@ -64,6 +64,14 @@ def tv_term(m: torch.Tensor, beta: float = 3.0) -> torch.Tensor:
     return (dx * dx + dy * dy + 1e-12).pow(beta / 2).flatten(1).mean(1)
 
 
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of images ``(N, C, H, W)`` with σ = ``sigma`` pixels (kernel ±3σ, shrunk to
+    fit the image: reflect padding needs half the kernel below the side)."""
+    k = 2 * int(3 * sigma + 0.5) + 1
+    k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)
+    return gaussian_blur(x, [k, k], [sigma, sigma])
+
+
 def jitter_offsets(seeds: list[int], step: int, radius: int) -> torch.Tensor:
     """Integer offsets ``(N, 2)`` in ``[−radius, radius]`` for Adam step ``step`` of each example,
     a pure function of ``(seed, step)``: a resumed optimisation sees the jitter it would have seen."""
@@ -174,10 +182,7 @@ class Mask(Interpreter):
 
     def blurred(self, x: torch.Tensor) -> torch.Tensor:
         """The image with its information removed: a Gaussian blur, σ = ``blur_sigma``."""
-        sigma = self.blur_sigma
-        k = 2 * int(3 * sigma + 0.5) + 1
-        k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)  # reflect padding needs k/2 < side
-        return gaussian_blur(x, [k, k], [sigma, sigma])
+        return blur(x, self.blur_sigma)
 
     def start(self, x: torch.Tensor) -> MaskState:
         """A fresh state: the saliency at ``init`` everywhere, zero moments, step 0."""

@@ -32,11 +32,10 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from adv2._validate import check_images, check_targets, num_classes_of
-from adv2.interpreters.mask import tv_term
+from adv2.interpreters.mask import blur, tv_term
 from adv2.interpreters.rts import RTS, RTSNet, fingerprint, save_rts, tensor_hash
 
 #: The training recipe (``adv2 train-rts`` on the embedded models), chosen by measurement
@@ -78,9 +77,7 @@ def fill_of(x: torch.Tensor, recipe: dict) -> torch.Tensor:
     Gaussian blur of it (``"blur"``, σ = ``blur_sigma``)."""
     if recipe["fill"] == "mean":
         return x.mean((2, 3), keepdim=True).expand_as(x)
-    sigma = recipe["blur_sigma"]
-    k = min(2 * int(3 * sigma + 0.5) + 1, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)
-    return gaussian_blur(x, [k, k], [sigma, sigma])
+    return blur(x, recipe["blur_sigma"])
 
 
 def rts_loss(model, net: RTSNet, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor,
