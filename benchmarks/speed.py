@@ -7,6 +7,10 @@ reported, without the from-scratch re-solves every ``n_reset`` iterations, whose
 MASK run (``benchmarks/quality.py`` prints it per image). RTS (issue 6) has no bar either: one
 forward and backward of its saliency network per iteration, on top of the classifier's.
 
+The flow variant (``ADV2(perturbation="flow")``, issue 7): its time per joint iteration over the
+L∞ variant's for the same interpreter, bar ≤ 1.3× (the warp, the flow loss and Adam instead of
+a signed step; MASK's L∞ line search is replaced by Adam too).
+
     python benchmarks/speed.py [--repeats 5] [--quick]
 
 Prints one table; the PGD baseline is measured in the same run, the same way.
@@ -23,6 +27,7 @@ import adv2
 from adv2.attacks import ADV2, PGD
 
 BARS = {"cam": 1.2, "gradcam": 2.0, "grad": 4.0, "mask": None, "rts": None}
+FLOW_BAR = 1.3
 
 
 def interpreter(interp, model):
@@ -64,12 +69,13 @@ def bench(name, model, x, t, iters, repeats):
         # outer iteration alone
         extra = {"n_reset": 10**6} if interp == "mask" else {}
 
-        def make(k, g=g, benign=benign, extra=extra):
-            atk = ADV2(model, g, warmup=0, steps=k, **extra)
+        def make(k, g=g, benign=benign, extra=extra, perturbation="linf"):
+            atk = ADV2(model, g, perturbation=perturbation, warmup=0, steps=k, **extra)
             return lambda a, b: atk(a, b, target_map=benign)
 
         sec = per_iteration(make, x, t, iters, repeats)
-        rows.append((name, tuple(x.shape), interp, pgd * 1e3, sec * 1e3, sec / pgd, BARS[interp]))
+        flow = per_iteration(lambda k, make=make: make(k, perturbation="flow"), x, t, iters, repeats)
+        rows.append((name, tuple(x.shape), interp, pgd * 1e3, sec * 1e3, sec / pgd, BARS[interp], flow * 1e3))
     return rows
 
 
@@ -89,12 +95,14 @@ def main():
         rows += bench("resnet50 (random init)", r50, x, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats)
     print(f"threads: {torch.get_num_threads()}  torch {torch.__version__}")
     print(f"| {'model':24s} | {'batch':16s} | {'interp':7s} | {'PGD ms/it':>9s} | {'ADV² ms/it':>10s} "
-          f"| {'ratio':>5s} | {'bar':>4s} | ok |")
-    print("|" + "---|" * 8)
-    for name, shape, interp, p, a, r, bar in rows:
+          f"| {'ratio':>5s} | {'bar':>4s} | ok | {'flow ms/it':>10s} | {'flow/L∞':>7s} | {'bar':>4s} | ok |")
+    print("|" + "---|" * 12)
+    for name, shape, interp, p, a, r, bar, fl in rows:
         ok = "-" if bar is None else ("yes" if r <= bar else "NO")
         bar_s = "-" if bar is None else f"{bar:.1f}"
-        print(f"| {name:24s} | {str(shape):16s} | {interp:7s} | {p:9.1f} | {a:10.1f} | {r:5.2f} | {bar_s:>4s} | {ok} |")
+        ok_fl = "yes" if fl / a <= FLOW_BAR else "NO"
+        print(f"| {name:24s} | {str(shape):16s} | {interp:7s} | {p:9.1f} | {a:10.1f} | {r:5.2f} | {bar_s:>4s} | {ok} "
+              f"| {fl:10.1f} | {fl / a:7.2f} | {FLOW_BAR:4.1f} | {ok_fl} |")
 
 
 if __name__ == "__main__":

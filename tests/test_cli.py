@@ -39,6 +39,12 @@ def test_list(capsys):
         (["demo", "--set", "nothing.steps=1"], "unknown setting 'nothing.steps'"),
         (["demo", "--set", "mask.n_step"], "--set expects KEY=VALUE"),
         (["demo", "--set", "rts.lam_enc=-1"], "lam_enc must be a non-negative number"),
+        (["demo", "--attacks", "pgd,foo"], "unknown attack 'foo'"),
+        (["demo", "--attacks", "pgd,pgd"], "at most once"),
+        (["demo", "--set", "cam.flow.bogus=1"], "bad setting for cam"),
+        (["demo", "--set", "cam.flow.tau=-1"], "tau must be a non-negative number"),
+        (["demo", "--set", "stadv.tau=-1"], "tau must be a non-negative number"),
+        (["demo", "--set", "stadv.bogus=1"], "bad setting for stadv"),
         (["train-rts", "--model", "nope"], "embedded model"),
         (["train-aid", "--model", "shapes-resnet", "--rts", "/nonexistent.safetensors"], "not found"),
         (["eval-aid", "--model", "resnet18"], "embedded model"),
@@ -55,8 +61,10 @@ def test_bad_input_exits_nonzero_without_traceback(args, match):
 def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     from adv2.experiments import demo
 
-    tiny = {"n": 3, "pgd": {"steps": 5}, **{k: {"warmup": 3, "steps": 5} for k in ("grad", "cam", "gradcam", "rts")},
-            "mask": {"warmup": 3, "steps": 2, "n_step": 1, "n_reset": 1, "interpreter": {"steps": 5}}}
+    tiny = {"n": 3, "pgd": {"steps": 5}, "stadv": {"steps": 5},
+            **{k: {"warmup": 3, "steps": 5, "flow": {"steps": 3}} for k in ("grad", "cam", "gradcam", "rts")},
+            "mask": {"warmup": 3, "steps": 2, "n_step": 1, "n_reset": 1, "interpreter": {"steps": 5},
+                     "flow": {"steps": 2, "n_reset": 1, "n_step": 1}}}
     monkeypatch.setitem(demo.BUDGETS, "fast", tiny)
     assert main(["demo", "--fast", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     run = tmp_path / "run"
@@ -64,15 +72,22 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
         assert (run / f).exists(), f
     summary = json.loads((run / "summary.json").read_text())
     assert {(r["attack"], r["interpreter"]) for r in summary["rows"]} == {
-        (a, i) for a in ("pgd", "adv2") for i in ("grad", "cam", "gradcam", "mask", "rts")
+        (a, i) for a in ("pgd", "adv2", "stadv", "adv2-stadv") for i in ("grad", "cam", "gradcam", "mask", "rts")
     }
     for r in summary["rows"]:
         assert set(SUMMARY_KEYS) <= set(r) and r["n"] == 3
+        # the flow attacks report the flow's size (over successful examples, None if none succeeded)
+        assert ("flow_mean" in r) == (r["attack"] in ("stadv", "adv2-stadv"))
     config = yaml.safe_load((run / "config.yaml").read_text())
     env = json.loads((run / "env.json").read_text())
     assert config["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
     lines = (run / "examples.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 3 * 10
+    assert len(lines) == 1 + 3 * 20
+    from safetensors.torch import load_file
+
+    tensors = load_file(run / "tensors.safetensors")
+    assert tensors["flow_stadv"].shape == (3, 2, 64, 64) and tensors["flow_adv2-stadv_cam"].shape == (3, 2, 64, 64)
+    assert tensors["map_adv2-stadv_mask"].shape == (3, 1, 16, 16)
     assert config["budgets"]["mask"]["interpreter"] == {"steps": 5}
 
 
@@ -90,3 +105,17 @@ def test_demo_fast_shows_the_papers_point(tmp_path):
         assert adv["success_rate"] >= 0.9, adv
         assert adv["l1"] <= (0.9 if interp == "mask" else 0.5) * pgd["l1"], (adv, pgd)
     assert "adv2" in p.stdout and "success_rate" in p.stdout
+
+
+def test_demo_runs_a_chosen_subset_of_attacks(tmp_path, monkeypatch):
+    from adv2.experiments import demo
+
+    tiny = {"n": 2, "pgd": {"steps": 2}, "stadv": {"steps": 4}, "cam": {"warmup": 1, "steps": 2, "flow": {"steps": 3}}}
+    monkeypatch.setitem(demo.BUDGETS, "fast", tiny)
+    out = tmp_path / "run"
+    assert main(["demo", "--fast", "--out", str(out), "--no-progress", "--interpreters", "cam",
+                 "--attacks", "stadv,adv2-stadv"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["attack"], r["interpreter"]) for r in summary["rows"]] == [("stadv", "cam"), ("adv2-stadv", "cam")]
+    assert yaml.safe_load((out / "config.yaml").read_text())["attacks"] == ["stadv", "adv2-stadv"]
+    assert (out / "maps.png").exists() and "flow_mean" in (out / "summary.md").read_text()

@@ -207,3 +207,23 @@ def test_adv2_against_mask_end_to_end(resnet_model, batch):
     # the reported map is MASK re-solved from scratch with the interpreter's own seed
     torch.testing.assert_close(res.map, g(res.x_adv, t), atol=1e-5, rtol=0)
     assert res.map.shape == (4, 1, 16, 16)
+
+
+def test_adv2_flow_against_mask_tracks_the_mask_through_the_flow(resnet_model, batch):
+    """StAdv-based ADV² against MASK: the same tracker (resets, keep-best on 8-bit images), the flow
+    moved by Adam; the result is the rounded warp of the reported flow, and its map MASK's own."""
+    from adv2.attacks.adv2 import FLOW_DEFAULTS
+    from adv2.attacks.flow import warp
+
+    x, y, _, t = batch
+    g = Mask(resnet_model, steps=30)
+    atk = ADV2(resnet_model, g, perturbation="flow", warmup=150, steps=4, n_reset=2, n_step=1)
+    assert (atk.tau, atk.lam) == (FLOW_DEFAULTS["mask"]["tau"], FLOW_DEFAULTS["mask"]["lam"])
+    res = atk(x, t, target_map=g(x, y))
+    assert res.flow.shape == (4, 2, 64, 64) and res.flow.abs().max() > 0
+    assert res.success_quantized.sum() >= 3
+    # the image is the warp by the reported flow, rounded to 8 bits where it is a kept candidate
+    assert (res.x_adv - warp(x, res.flow)).abs().max() <= 0.5 / 255 + 1e-6
+    on_grid = ((res.x_adv * 255 - torch.round(res.x_adv * 255)).abs() < 1e-4).flatten(1).all(1)
+    assert on_grid.sum() >= 3
+    torch.testing.assert_close(res.map, g(res.x_adv, t), atol=1e-5, rtol=0)

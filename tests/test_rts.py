@@ -225,3 +225,20 @@ def test_cli_train_rts_and_eval_aid(tmp_path, capsys):
     assert json.loads((tmp_path / "config.json").read_text())["n"] == 4
     for key in ("rts", "rts-aid"):
         assert {"pointing_game", "adv2_success", "adv2_l1", "adv2_iou", "pgd_l1"} <= set(res[key])
+
+
+def test_adv2_flow_against_rts_uses_table_11_and_keeps_the_map(resnet_model, rts, shapes_test):
+    from adv2.attacks import StAdv
+    from adv2.attacks.adv2 import FLOW_DEFAULTS
+
+    x, y, _ = shapes_test
+    x, y = x[:6], y[:6]
+    t = (y + 1) % 10
+    atk = ADV2(resnet_model, rts, perturbation="flow", steps=150)
+    assert atk.lam == FLOW_DEFAULTS["rts"]["lam"] and atk.lam_enc == 0.1 and atk.warmup == 0
+    benign = rts(x, y)
+    res = atk(x, t, target_map=benign)
+    st = StAdv(resnet_model, steps=150, interpreter=rts)(x, t)
+    assert res.success.float().mean() >= 5 / 6
+    d, d_st = (adv2.metrics.lp_distance(r.map, benign).mean() for r in (res, st))
+    assert d < 0.6 * d_st, (d, d_st)

@@ -11,7 +11,7 @@ def _demo(args) -> int:
 
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
-             eps=args.eps, overrides=args.set, progress=not args.no_progress)
+             attacks=tuple(args.attacks.split(",")), eps=args.eps, overrides=args.set, progress=not args.no_progress)
     return 0
 
 
@@ -88,7 +88,8 @@ def _list(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adv2", description="ADV²: attacks on interpretable deep learning systems")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="PGD and ADV² against grad, cam, gradcam, mask and rts on an embedded model")
+    d = sub.add_parser("demo", help="PGD, ADV², StAdv and ADV²-StAdv against grad, cam, gradcam, mask and rts "
+                                    "on an embedded model")
     d.add_argument("--fast", action="store_true", help="fewer images and smaller budgets (a few minutes on 2 cores)")
     d.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
     d.add_argument("--n", type=int, default=None, help="number of test images (default 32, --fast 12)")
@@ -98,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--interpreters", default="grad,cam,gradcam,mask,rts",
                    help="comma-separated interpreter names (also: rts-aid)")
+    d.add_argument("--attacks", default="pgd,adv2,stadv,adv2-stadv",
+                   help="comma-separated, some of pgd, adv2 (L∞), stadv, adv2-stadv (flow field)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an attack budget entry, e.g. mask.n_step=2, mask.interpreter.steps=100, pgd.steps=50")
+                   help="override an attack budget entry, e.g. mask.n_step=2, mask.interpreter.steps=100, "
+                        "pgd.steps=50, stadv.steps=100, cam.flow.steps=200")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
     t = sub.add_parser("train-zoo", help="reproduce an embedded model's weights from a seed")

@@ -32,8 +32,13 @@ def check_flow(flow, x: torch.Tensor) -> torch.Tensor:
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Images ``x`` ``(N, C, H, W)`` resampled by ``flow`` ``(N, 2, H, W)`` (channel 0: Δu, the
     column displacement; channel 1: Δv, the row displacement; in pixels). Differentiable w.r.t.
-    ``flow`` and ``x``; values stay within the range of ``x``."""
+    ``flow`` and ``x``; values stay within the range of ``x`` (up to rounding)."""
     check_flow(flow, x)
+    return warp_unchecked(x, flow)
+
+
+def warp_unchecked(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """:func:`warp` without the input checks, for loops whose flow is their own variable."""
     n, c, h, w = x.shape
     cols = torch.arange(w, dtype=flow.dtype, device=x.device).view(1, 1, w)
     rows = torch.arange(h, dtype=flow.dtype, device=x.device).view(1, h, 1)
@@ -41,16 +46,18 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     v = (rows + flow[:, 1]).clamp(0, h - 1)
     u0, v0 = u.detach().floor(), v.detach().floor()
     du, dv = (u - u0)[:, None], (v - v0)[:, None]  # (N, 1, H, W) in [0, 1)
-    u0, v0 = u0.long(), v0.long()
-    u1, v1 = (u0 + 1).clamp(max=w - 1), (v0 + 1).clamp(max=h - 1)
+    i00 = (v0 * w + u0).long().reshape(n, 1, h * w)
+    right = (u0 < w - 1).long().reshape(n, 1, h * w)  # 0 on the last column: the border repeats
+    down = (v0 < h - 1).long().reshape(n, 1, h * w) * w
     flat = x.reshape(n, c, h * w)
 
-    def at(vi, ui):
-        idx = (vi * w + ui).reshape(n, 1, h * w).expand(n, c, h * w)
-        return flat.gather(2, idx).reshape(n, c, h, w)
+    def at(idx):
+        return flat.gather(2, idx.expand(n, c, h * w)).reshape(n, c, h, w)
 
-    return (at(v0, u0) * (1 - du) * (1 - dv) + at(v0, u1) * du * (1 - dv)
-            + at(v1, u0) * (1 - du) * dv + at(v1, u1) * du * dv)
+    # two linear interpolations along the row, one between them (exact where du or dv is 0)
+    top = torch.lerp(at(i00), at(i00 + right), du)
+    bottom = torch.lerp(at(i00 + down), at(i00 + down + right), du)
+    return torch.lerp(top, bottom, dv)
 
 
 def flow_loss(flow: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from adv2._validate import check_images, check_positive, check_targets, num_classes_of
-from adv2.attacks.flow import flow_loss, warp
+from adv2.attacks.flow import flow_loss, warp, warp_unchecked
 from adv2.attacks.result import AttackResult, finish
 
 
@@ -51,7 +51,7 @@ class StAdv:
         best_flow = torch.zeros_like(flow)
         best = torch.full((n,), float("inf"), device=x.device)
         for _ in tqdm(range(self.steps + 1), desc="stadv", disable=not self.progress, leave=False):
-            logits = self.model(warp(x, flow))
+            logits = self.model(warp_unchecked(x, flow))
             smooth = flow_loss(flow)
             with torch.no_grad():
                 better = (logits.argmax(1) == target_class) & (smooth < best)

@@ -15,6 +15,8 @@ import yaml
 from safetensors.torch import save_file
 
 SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1", "l2", "iou")
+#: Summary columns of the flow attacks (StAdv, ADV²-StAdv): mean |Δu|, |Δv| in pixels and ℓ_flow.
+FLOW_KEYS = ("flow_mean", "flow_loss")
 
 
 def git_sha() -> str | None:
@@ -54,7 +56,8 @@ def _mean(values: list[float]) -> float | None:
 
 def summarize(examples: list[dict]) -> list[dict]:
     """One row per (attack, interpreter): ``n`` examples, success rate, and the means of
-    ``confidence, l1, l2, iou`` over the examples that succeeded (as in the paper)."""
+    ``confidence, l1, l2, iou`` (and, where the rows have them, ``flow_mean, flow_loss``) over
+    the examples that succeeded (as in the paper)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for e in examples:
         groups.setdefault((e["attack"], e["interpreter"]), []).append(e)
@@ -73,6 +76,9 @@ def summarize(examples: list[dict]) -> list[dict]:
             "iou": _mean([e["iou"] for e in ok]),
             "seconds": _mean([e.get("seconds", 0.0) for e in es]),
         })
+        for k in FLOW_KEYS:
+            if any(e.get(k) is not None for e in es):
+                rows[-1][k] = _mean([e[k] for e in ok if e.get(k) is not None])
     return rows
 
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-ATTACK_TITLES = {"benign": "benign", "pgd": "PGD", "adv2": "ADV²"}
+ATTACK_TITLES = {"benign": "benign", "pgd": "PGD", "adv2": "ADV²", "stadv": "StAdv", "adv2-stadv": "ADV²-StAdv"}
 
 
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -21,16 +21,17 @@ def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def maps_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], path: str | Path,
                 labels: list[str] | None = None, max_rows: int = 6, title: str | None = None) -> Path:
-    """Save a grid: rows = examples; columns = image, then per interpreter the benign, PGD and
-    ADV² maps (``maps[interpreter][attack]`` are ``(N, 1, h, w)`` in ``[0, 1]``)."""
+    """Save a grid: rows = examples; columns = image, then per interpreter the benign map and the
+    map under each attack, in the order of :data:`ATTACK_TITLES` (``maps[interpreter][attack]``
+    are ``(N, 1, h, w)`` in ``[0, 1]``; attacks ``benign, pgd, adv2, stadv, adv2-stadv``)."""
     n = min(images.shape[0], max_rows)
     size = tuple(images.shape[-2:])
     cols = [("image", None, None)]
     for interp, per_attack in maps.items():
-        for att in ("benign", "pgd", "adv2"):
+        for att in ATTACK_TITLES:
             if att in per_attack:
                 cols.append((f"{interp}\n{ATTACK_TITLES[att]}", interp, att))
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.3 * len(cols), 1.35 * n + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.2 * len(cols), 1.3 * n + 0.5), squeeze=False)
     for r in range(n):
         for c, (head, interp, att) in enumerate(cols):
             ax = axes[r, c]
