@@ -52,7 +52,8 @@ def main():
     names = tuple(args.interpreters.split(","))
     out = args.out or f"runs/bench-quality-{args.model}"
     budgets = apply_overrides(copy.deepcopy(BUDGETS["default"]), args.set)
-    summary = run_demo(model=args.model, n=args.n, out=out, budgets=budgets, interpreter_names=names, verbose=False)
+    summary = run_demo(model=args.model, n=args.n, out=out, budgets=budgets, interpreter_names=names, restart=True,
+                       verbose=False)
     model = adv2.models.load(args.model)
     x, y, _, _ = correctly_classified_shapes(model, args.n, seed=0)
     by = {(r["attack"], r["interpreter"]): r for r in summary["rows"]}

@@ -28,7 +28,7 @@ def main():
     names = tuple(args.interpreters.split(","))
     budgets = apply_overrides(copy.deepcopy(BUDGETS["default"]), args.set)
     summary = run_demo(model=args.model, n=args.n, out=args.out or f"runs/bench-stadv-{args.model}", budgets=budgets,
-                       interpreter_names=names, attacks=("stadv", "adv2-stadv"), verbose=False)
+                       interpreter_names=names, attacks=("stadv", "adv2-stadv"), restart=True, verbose=False)
     by = {(r["attack"], r["interpreter"]): r for r in summary["rows"]}
     flow = {k: budgets[k].get("flow", {}) for k in names}
     print(f"model {args.model}, n={args.n}, stadv {budgets['stadv']}, adv2-stadv {flow}, {summary['seconds']:.0f} s")

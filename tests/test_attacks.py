@@ -109,8 +109,10 @@ def test_lambda_schedule(resnet_model):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"eps": 0}, "eps must be a positive"),
-        ({"eps": -0.1}, "eps must be a positive"),
+        ({"eps": 0}, r"eps must be in \(0, 1\]"),
+        ({"eps": -0.1}, r"eps must be in \(0, 1\]"),
+        ({"eps": 2.0}, r"eps must be in \(0, 1\]"),
+        ({"eps": float("inf")}, r"eps must be in \(0, 1\]"),
         ({"alpha": 0}, "alpha must be a positive"),
         ({"steps": -1}, "steps must be"),
         ({"lam": -1.0}, "lam must be"),
@@ -175,3 +177,46 @@ def test_bad_target_map(resnet_model, batch):
         atk(x, t, target_map=torch.rand(4, 8, 8))
     with pytest.raises(ValueError, match=r"target_map must be in \[0, 1\]"):
         atk(x, t, target_map=torch.rand(4, 1, 8, 8) + 1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: (lambda x, t: PGD(m, steps=2)(x, t)),
+    lambda m: (lambda x, t: ADV2(m, CAM(m), warmup=1, steps=2)(x, t)),
+    lambda m: (lambda x, t: ADV2(m, Grad(m), perturbation="flow", steps=2)(x, t)),
+    lambda m: (lambda x, t: adv2.attacks.StAdv(m, steps=2)(x, t)),
+    lambda m: (lambda x, t: adv2.interpreters.get("mask", m, steps=3)(x, t)),
+    lambda m: (lambda x, t: GradCAM(m)(x, t)),
+], ids=["pgd", "adv2", "adv2-flow", "stadv", "mask", "gradcam"])
+def test_attacks_and_interpreters_never_change_a_train_mode_model(batch, make):
+    """A model left in train mode: its BatchNorm statistics and its mode are as before."""
+    model = adv2.models.load("shapes-resnet").train()
+    model.model.layer1.eval()  # a mixed state is restored as it was
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, _, t = batch
+    make(model)(x, t)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.training and not model.model.layer1.training and model.model.layer2.training
+
+
+def test_float64_images_are_a_clear_error(resnet_model, batch):
+    x, y, t = batch
+    for call in (lambda: PGD(resnet_model, steps=1)(x.double(), t), lambda: CAM(resnet_model)(x.double(), y),
+                 lambda: ADV2(resnet_model, CAM(resnet_model), steps=1)(x.double(), t)):
+        with pytest.raises(ValueError, match=r"dtype torch.float64 but the model's parameters are torch.float32"):
+            call()
+
+
+def test_cam_and_gradcam_take_module_objects_as_well_as_names(resnet_model, batch):
+    x, y, _ = batch
+    net = resnet_model.model  # inside the Normalized wrapper
+    by_name = CAM(resnet_model, layer="layer4", head="fc")(x, y)
+    torch.testing.assert_close(CAM(resnet_model, layer=net.layer4, head=net.fc)(x, y), by_name, rtol=0, atol=0)
+    torch.testing.assert_close(GradCAM(resnet_model, layer=net.layer4)(x, y), GradCAM(resnet_model)(x, y))
+    with pytest.raises(ValueError, match=r"the layer given \(<Conv2d module>\) is not a submodule") as e:
+        CAM(resnet_model, layer=torch.nn.Conv2d(3, 3, 1))
+    assert "kernel_size" not in str(e.value)  # the module is named, not printed
+    with pytest.raises(ValueError, match="head <Sequential module> must be an nn.Linear"):
+        CAM(resnet_model, layer=net.layer4, head=net.layer4)
+    with pytest.raises(ValueError, match="must be a submodule's name or the module itself"):
+        CAM(resnet_model, layer=4)

@@ -17,10 +17,23 @@ def test_readme_python_example_runs(capsys):
     assert len(out) == 2
 
 
+def _block(marker: str) -> str:
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if marker in b]
+    assert blocks, f"README has no python example with {marker!r}"
+    return blocks[0]
+
+
+def test_readme_flow_example_runs(capsys):
+    exec(compile(_block('perturbation="flow"'), "README.md", "exec"), {})
+    first, second = capsys.readouterr().out.strip().splitlines()
+    pixels, smooth = map(float, first.split())
+    assert 0 < pixels < 1 and smooth > 0  # sub-pixel flows
+    d_adv2, d_stadv = map(float, second.split())
+    assert d_adv2 < d_stadv  # ADV²-StAdv keeps the map closer than StAdv
+
+
 def test_readme_rts_example_runs(capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) >= 2, "README has no RTS example"
-    exec(compile(blocks[1], "README.md", "exec"), {})
+    exec(compile(_block("aid=True"), "README.md", "exec"), {})
     out = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in out] == ["rts", "rts-aid"]
     l1 = {line.split()[0]: float(line.split()[2]) for line in out}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from contextlib import contextmanager
+
 import torch
 
 
@@ -74,3 +77,48 @@ def num_classes_of(model: torch.nn.Module) -> int | None:
         if isinstance(m, torch.nn.Linear):
             last = m
     return last.out_features if last is not None else None
+
+
+def check_eps(value, name: str = "eps") -> float:
+    """An L∞ budget on ``[0, 1]`` images: a number in ``(0, 1]``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1] for images in [0, 1] (8/255 ≈ 0.031 is usual), got {value!r}")
+    return float(value)
+
+
+def check_dtype(x: torch.Tensor, model: torch.nn.Module, name: str = "x") -> None:
+    """``x`` must have the dtype of ``model``'s parameters (a float64 batch for a float32 model
+    would fail deep inside torch)."""
+    p = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    if p is not None and isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != p.dtype:
+        raise ValueError(f"{name} has dtype {x.dtype} but the model's parameters are {p.dtype}; "
+                         f"convert the images with x.to({p.dtype})")
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run ``model`` in eval mode and restore every submodule's own mode afterwards, so an attack or
+    an interpreter never rewrites the user's BatchNorm statistics (or drops units)."""
+    if not isinstance(model, torch.nn.Module):
+        yield model
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def model_call(method):
+    """Decorator for ``__call__(self, x, ...)`` of attacks and interpreters: checks that ``x`` has
+    the model's dtype and runs ``self.model`` in eval mode, restoring its mode afterwards."""
+
+    @functools.wraps(method)
+    def wrapper(self, x, *args, **kwargs):
+        check_dtype(x, self.model)
+        with eval_mode(self.model):
+            return method(self, x, *args, **kwargs)
+
+    return wrapper

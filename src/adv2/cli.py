@@ -11,7 +11,15 @@ def _demo(args) -> int:
 
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
-             attacks=tuple(args.attacks.split(",")), eps=args.eps, overrides=args.set, progress=not args.no_progress)
+             attacks=tuple(args.attacks.split(",")), eps=args.eps, shard=args.shard, restart=args.restart,
+             overrides=args.set, progress=not args.no_progress)
+    return 0
+
+
+def _merge(args) -> int:
+    from adv2.experiments.demo import finish_run
+
+    finish_run(args.run_dir)
     return 0
 
 
@@ -80,7 +88,7 @@ def _list(args) -> int:
 
     print("models:       " + ", ".join(EMBEDDED) + " (embedded); any torchvision classifier with --weights")
     print("interpreters: " + ", ".join(interpreters.names()))
-    print("attacks:      pgd, adv2 (sign steps; line search for mask)")
+    print("attacks:      pgd, adv2 (L∞: sign steps; line search for mask), stadv, adv2-stadv (flow field: Adam)")
     print("defenses:     aid (adv2 train-aid / eval-aid)")
     return 0
 
@@ -104,8 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an attack budget entry, e.g. mask.n_step=2, mask.interpreter.steps=100, "
                         "pgd.steps=50, stadv.steps=100, cam.flow.steps=200")
+    d.add_argument("--shard", default=None, metavar="i/N",
+                   help="run only batches k ≡ i (mod N) into --out (independent jobs); then `adv2 merge DIR`")
+    d.add_argument("--restart", action="store_true",
+                   help="discard what --out holds of an earlier run (by default a rerun resumes it)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
+    mg = sub.add_parser("merge", help="build a run's results (table, summary, figure) from the batches of all shards")
+    mg.add_argument("run_dir", help="the run directory the shards wrote to")
+    mg.set_defaults(func=_merge)
     t = sub.add_parser("train-zoo", help="reproduce an embedded model's weights from a seed")
     t.add_argument("name", help="shapes-resnet or shapes-densenet")
     t.add_argument("--seed", type=int, default=0)

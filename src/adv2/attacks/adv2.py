@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adv2._validate import check_images, check_maps, check_positive, check_targets, num_classes_of
+from adv2._validate import (
+    check_eps,
+    check_images,
+    check_maps,
+    check_positive,
+    check_targets,
+    model_call,
+    num_classes_of,
+)
 from adv2.attacks.flow import flow_loss, warp_unchecked
 from adv2.attacks.pgd import pgd_step, quantize
 from adv2.attacks.result import AttackResult, finish
@@ -229,7 +237,7 @@ class ADV2:
                 raise ValueError("step_rule applies to perturbation='linf'; the flow is moved by Adam")
             defaults = {**defaults, "warmup": 0, "tau": 5e-4, "step_rule": "flow", **FLOW_DEFAULTS.get(name, {})}
         self.model, self.interpreter, self.perturbation = model, interpreter, perturbation
-        self.eps = check_positive(eps, "eps")
+        self.eps = check_eps(eps)
         self.alpha = check_positive(alpha, "alpha")
         self.steps = defaults["steps"] if steps is None else steps
         self.warmup = defaults["warmup"] if warmup is None else warmup
@@ -287,6 +295,7 @@ class ADV2:
             pred = self.model(x).argmax(1)
         return self.interpreter(x, pred).detach()
 
+    @model_call
     def __call__(self, x: torch.Tensor, target_class: torch.Tensor, target_map=None) -> AttackResult:
         check_images(x)
         n = x.shape[0]

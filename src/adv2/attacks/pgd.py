@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adv2._validate import check_images, check_positive, check_targets, num_classes_of
+from adv2._validate import check_eps, check_images, check_positive, check_targets, model_call, num_classes_of
 from adv2.attacks.result import AttackResult, finish
 
 
@@ -34,7 +34,7 @@ class PGD:
         progress: bool = False,
     ):
         self.model = model
-        self.eps = check_positive(eps, "eps")
+        self.eps = check_eps(eps)
         self.alpha = check_positive(alpha, "alpha")
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -44,6 +44,7 @@ class PGD:
         self.interpreter = interpreter
         self.progress = progress
 
+    @model_call
     def __call__(self, x: torch.Tensor, target_class: torch.Tensor, target_map=None) -> AttackResult:
         check_images(x)
         target_class = check_targets(target_class, x.shape[0], num_classes_of(self.model))

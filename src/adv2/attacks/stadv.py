@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adv2._validate import check_images, check_positive, check_targets, num_classes_of
+from adv2._validate import check_images, check_positive, check_targets, model_call, num_classes_of
 from adv2.attacks.flow import flow_loss, warp, warp_unchecked
 from adv2.attacks.result import AttackResult, finish
 
@@ -41,6 +41,7 @@ class StAdv:
         self.interpreter = interpreter
         self.progress = progress
 
+    @model_call
     def __call__(self, x: torch.Tensor, target_class: torch.Tensor, target_map=None) -> AttackResult:
         check_images(x)
         n = x.shape[0]

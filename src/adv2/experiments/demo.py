@@ -11,7 +11,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics, models
-from adv2._validate import check_positive
+from adv2._validate import check_eps, check_positive
 from adv2.attacks import ADV2, PGD, StAdv
 from adv2.attacks.flow import flow_loss
 from adv2.data import CLASSES, NUM_CLASSES
@@ -19,9 +19,13 @@ from adv2.experiments.sampling import correctly_classified_shapes, target_classe
 from adv2.experiments.store import (
     FLOW_KEYS,
     SUMMARY_KEYS,
+    RunStore,
+    atomic_write_bytes,
+    discard_run,
     env_info,
     format_table,
     markdown_table,
+    parse_shard,
     summarize,
     write_run,
 )
@@ -107,10 +111,18 @@ def evaluate_attack(name, interp_name, res, benign, indices, seconds) -> list[di
 def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = None, out: str | Path | None = None,
              seed: int = 0, batch_size: int = 32, interpreter_names=INTERPRETERS, eps: float = 0.031,
              alpha: float = 1 / 255, budgets: dict | None = None, overrides: list[str] | None = None,
-             attacks=ATTACKS, progress: bool = True, verbose: bool = True) -> dict:
+             attacks=ATTACKS, shard: str | None = None, restart: bool = False, progress: bool = True,
+             verbose: bool = True) -> dict | None:
     """Run the ``attacks`` (default all of :data:`ATTACKS`: PGD, ADV², StAdv, StAdv-based ADV²)
     against each interpreter on ``n`` correctly classified test images of an embedded model;
     write the run directory ``out`` and return the summary dict.
+
+    The run is stored batch by batch (:class:`~adv2.experiments.store.RunStore`): rerunning the
+    same call resumes it, skipping finished batches, with per-example results identical to an
+    uninterrupted run. ``shard="i/N"`` runs only batches ``k ≡ i (mod N)`` (independent jobs into
+    one directory); the last shard to finish, or :func:`finish_run` (``adv2 merge``), builds the
+    results; an unfinished shard returns ``None``. ``restart=True`` discards what ``out`` holds
+    of an earlier run first.
 
     ``budgets`` replaces the attack budgets (:data:`BUDGETS`); ``overrides`` sets single
     entries of them (``["mask.n_step=2", "grad.flow.steps=100"]``, see :func:`apply_overrides`)."""
@@ -118,9 +130,10 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     n = n if n is not None else budget["n"]
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    eps, alpha = check_positive(eps, "eps"), check_positive(alpha, "alpha")
+    eps, alpha = check_eps(eps), check_positive(alpha, "alpha")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    shard, n_shards = parse_shard(shard)
     attacks = tuple(attacks)
     for a in attacks:
         if a not in ATTACKS:
@@ -130,6 +143,10 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     for name in interpreter_names:
         if name not in interpreters.REGISTRY:
             raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(interpreters.REGISTRY)}")
+    if model not in models.EMBEDDED:  # the demo's data is the embedded shapes benchmark
+        hint = "" if not isinstance(model, str) or "shapes" in model else (
+            "; for your own classifier use the Python API (adv2.attacks.ADV2, adv2.data.image_folder)")
+        raise ValueError(f"adv2 demo runs on the embedded models ({', '.join(models.EMBEDDED)}), got {model!r}{hint}")
     net = models.load(model)
     # build every interpreter and attack before any work, so bad settings fail at once
     interps, per_interp = {}, {a: {} for a in ("adv2", "adv2-stadv") if a in attacks}
@@ -153,7 +170,6 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
                 raise ValueError(f"bad setting for {a}: {e}") from None
     out = Path(out) if out is not None else Path("runs") / f"demo-{model}{'-fast' if fast else ''}"
     torch.manual_seed(seed)
-    t_start = time.time()
     x_all, y_all, masks, idx = correctly_classified_shapes(net, n, seed=seed)
     for g in interps.values():
         g.validate(x_all)
@@ -163,64 +179,91 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
         "eps": eps, "alpha": alpha, "interpreters": list(interpreter_names), "attacks": list(attacks),
         "budgets": budget, "data": {"name": "shapes", "split": "test", "seed": seed, "indices": idx},
     }
-    examples, benign_stats = [], {}
-    maps = {k: {"benign": [], **{a: [] for a in attacks}} for k in interpreter_names}
-    tensors = {"x": x_all, "labels": y_all, "target_class": ct_all}
-
-    def keep(key, value):
-        tensors.setdefault(key, []).append(value.detach())
-
+    if restart:
+        discard_run(out)
+    store = RunStore(out, config)
     batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    total = len(batches) * (len(baselines) + len(interpreter_names))
-    bar = tqdm(total=total, desc=f"demo {model}", disable=not progress)
-    for b in batches:
-        x, ct, ids = x_all[b], ct_all[b], idx[b]
-        base_res = {}
-        for a, atk in baselines.items():
-            t0 = time.time()
-            base_res[a] = (atk(x, ct), time.time() - t0)
-            keep(f"x_{a}", base_res[a][0].x_adv)
-            if a == "stadv":
-                keep("flow_stadv", base_res[a][0].flow)
-            bar.update()
-        for name in interpreter_names:
-            g = interps[name]
-            benign = g(x, y_all[b]).detach()
-            maps[name]["benign"].append(benign)
-            for a in attacks:
-                if a in baselines:
-                    res, sec = base_res[a]
-                    res.map = g(res.x_adv, ct).detach()
-                else:
-                    t0 = time.time()
-                    res = per_interp[a][name](x, ct, target_map=benign)
-                    sec = time.time() - t0
-                    keep(f"x_{a}_{name}", res.x_adv)
-                    if res.flow is not None:
-                        keep(f"flow_{a}_{name}", res.flow)
-                examples += evaluate_attack(a, name, res, benign, ids, sec)
-                maps[name][a].append(res.map.detach())
-            bar.update()
+    mine = [k for k in range(len(batches)) if k % n_shards == shard]
+    todo = [k for k in mine if not store.done(k)]
+    bar = tqdm(total=len(todo) * (len(baselines) + len(interpreter_names)), desc=f"demo {model}",
+               disable=not progress)
+    for k in todo:
+        b = batches[k]
+        torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
+        rows, tensors = _run_batch(x_all[b], y_all[b], ct_all[b], masks[b], idx[b], baselines, interps, per_interp,
+                                   attacks, bar)
+        store.save(k, rows, tensors)
     bar.close()
-    for name in interpreter_names:
-        for att in maps[name]:
-            maps[name][att] = torch.cat(maps[name][att])
-            tensors[f"map_{att}_{name}"] = maps[name][att]
-        benign_stats[name] = {"pointing_game": float(metrics.pointing_game(maps[name]["benign"], masks).float().mean())}
-    tensors = {k: torch.cat(v) if isinstance(v, list) else v for k, v in tensors.items()}
-    rows = summarize(examples)
+    if not all(store.done(k) for k in range(len(batches))):
+        if verbose:
+            print(f"shard {shard}/{n_shards} finished ({len(mine)} of {len(batches)} batches) in {out}; "
+                  f"run `adv2 merge {out}` once every shard has finished")
+        return None
+    return finish_run(out, verbose=verbose)
+
+
+def _run_batch(x, y, ct, masks, ids, baselines, interps, per_interp, attacks, bar) -> tuple[list[dict], dict]:
+    """Every attack against every interpreter on one batch: its per-example rows and tensors."""
+    rows, tensors = [], {"x": x, "labels": y, "target_class": ct, "masks": masks,
+                         "index": torch.as_tensor(ids, dtype=torch.long)}
+    base_res = {}
+    for a, atk in baselines.items():
+        t0 = time.time()
+        base_res[a] = (atk(x, ct), time.time() - t0)
+        tensors[f"x_{a}"] = base_res[a][0].x_adv
+        if a == "stadv":
+            tensors["flow_stadv"] = base_res[a][0].flow
+        bar.update()
+    for name, g in interps.items():
+        benign = g(x, y).detach()
+        tensors[f"map_benign_{name}"] = benign
+        for a in attacks:
+            if a in baselines:
+                res, sec = base_res[a]
+                res.map = g(res.x_adv, ct).detach()
+            else:
+                t0 = time.time()
+                res = per_interp[a][name](x, ct, target_map=benign)
+                sec = time.time() - t0
+                tensors[f"x_{a}_{name}"] = res.x_adv
+                if res.flow is not None:
+                    tensors[f"flow_{a}_{name}"] = res.flow
+            rows += evaluate_attack(a, name, res, benign, ids, sec)
+            tensors[f"map_{a}_{name}"] = res.map.detach()
+        bar.update()
+    return rows, tensors
+
+
+def finish_run(out: str | Path, verbose: bool = True) -> dict:
+    """Build a demo run's results from its finished batches (all shards): ``examples.csv``,
+    ``summary.json``, ``tensors.safetensors``, ``env.json``, ``maps.png``, ``summary.md``; return
+    the summary (``adv2 merge``). A ``ValueError`` names the batches still missing."""
+    out = Path(out)
+    path = out / "config.yaml"
+    if not path.exists():
+        raise ValueError(f"{out} is not a run directory (no config.yaml)")
+    config = yaml.safe_load(path.read_text())
+    n, batch_size = config["n"], config["batch_size"]
+    examples, tensors = RunStore(out, config).load(-(-n // batch_size))
+    names, attacks = config["interpreters"], config["attacks"]
     order = {a: i for i, a in enumerate(ATTACKS)}
-    rows.sort(key=lambda r: (list(interpreter_names).index(r["interpreter"]), order[r["attack"]]))
-    summary = {"model": model, "n": n, "seed": seed, "rows": rows, "benign": benign_stats,
-               "seconds": round(time.time() - t_start, 1)}
-    write_run(out, config, env_info(seed, next(net.parameters()).device), examples, summary, tensors)
-    labels = [f"{CLASSES[int(y)]}→{CLASSES[int(t)]}" for y, t in zip(y_all, ct_all, strict=True)]
-    maps_figure(x_all, maps, out / "maps.png", labels=labels,
-                title=f"{model}: benign map and the maps under each attack (rows: true → target class)")
+    rows = summarize(examples)
+    rows.sort(key=lambda r: (names.index(r["interpreter"]), order[r["attack"]]))
+    maps = {k: {a: tensors[f"map_{a}_{k}"] for a in ("benign", *attacks)} for k in names}
+    pointing = {k: metrics.pointing_game(maps[k]["benign"], tensors["masks"]).float().mean() for k in names}
+    benign_stats = {k: {"pointing_game": float(v)} for k, v in pointing.items()}
+    summary = {"model": config["model"], "n": n, "seed": config["seed"], "rows": rows, "benign": benign_stats,
+               "seconds": round(sum(e["seconds"] for e in examples), 1)}
+    write_run(out, None, env_info(config["seed"], "cpu" if not torch.cuda.is_available() else "cuda"), examples,
+              summary, tensors)
+    labels = [f"{CLASSES[int(y)]}→{CLASSES[int(t)]}" for y, t in zip(tensors["labels"], tensors["target_class"],
+                                                                     strict=True)]
+    maps_figure(tensors["x"], maps, out / "maps.png", labels=labels,
+                title=f"{config['model']}: benign map and the maps under each attack (rows: true → target class)")
     keys = SUMMARY_KEYS + (FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ())
-    (out / "summary.md").write_text(markdown_table(rows, keys) + "\n")
+    atomic_write_bytes(out / "summary.md", (markdown_table(rows, keys) + "\n").encode())
     if verbose:
         print(format_table(rows, keys))
         print("benign pointing game: " + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in benign_stats.items()))
-        print(f"run directory: {out}  ({summary['seconds']:.0f} s)")
+        print(f"run directory: {out}  ({summary['seconds']:.0f} s of attacks)")
     return summary

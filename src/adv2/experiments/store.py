@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import load, save
 
 SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1", "l2", "iou")
 #: Summary columns of the flow attacks (StAdv, ADV²-StAdv): mean |Δu|, |Δv| in pixels and ℓ_flow.
@@ -82,22 +86,25 @@ def summarize(examples: list[dict]) -> list[dict]:
     return rows
 
 
-def write_run(run_dir: str | Path, config: dict, env: dict, examples: list[dict], summary: dict,
+def write_run(run_dir: str | Path, config: dict | None, env: dict, examples: list[dict], summary: dict,
               tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write ``config.yaml, env.json, examples.csv, summary.json`` (and ``tensors.safetensors``)."""
+    """Write ``config.yaml`` (unless ``config`` is ``None``), ``env.json``, ``examples.csv``,
+    ``summary.json`` (and ``tensors.safetensors``), each atomically."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    if config is not None:
+        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+    atomic_write_bytes(run_dir / "env.json", json.dumps(env, indent=2).encode())
     if examples:
-        fields = list(examples[0])
-        with open(run_dir / "examples.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(examples)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=list(examples[0]))
+        w.writeheader()
+        w.writerows(examples)
+        atomic_write_bytes(run_dir / "examples.csv", buf.getvalue().encode())
+    atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     if tensors:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(run_dir / "tensors.safetensors"))
+        blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        atomic_write_bytes(run_dir / "tensors.safetensors", blob)
     return run_dir
 
 
@@ -124,3 +131,97 @@ def markdown_table(rows: list[dict], keys=SUMMARY_KEYS) -> str:
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     out += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(out)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a run killed mid-write) sees the old file or
+    the new one, never a part: a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _normal(config: dict) -> dict:
+    """``config`` as it reads back from YAML (tuples become lists), for comparisons."""
+    return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+
+
+class RunStore:
+    """A run directory filled batch by batch, so a run survives being killed and can be split
+    into shards. Batch ``k`` is ``batches/batch-k.safetensors`` (its tensors) and
+    ``batches/batch-k.json`` (its per-example rows), each written atomically, the JSON last: a
+    batch is finished exactly when its JSON exists. ``config.yaml`` is written on the first run;
+    a later run into the same directory must have the same configuration (else a ``ValueError``
+    names the keys that differ)."""
+
+    def __init__(self, run_dir: str | Path, config: dict):
+        self.dir = Path(run_dir)
+        self.batch_dir = self.dir / "batches"
+        self.batch_dir.mkdir(parents=True, exist_ok=True)
+        self.config = _normal(config)
+        path = self.dir / "config.yaml"
+        if path.exists():
+            old = yaml.safe_load(path.read_text())
+            if old != self.config:
+                keys = sorted(k for k in set(old or {}) | set(self.config) if (old or {}).get(k) != self.config.get(k))
+                raise ValueError(f"{self.dir} holds a run made with another configuration (differs in: "
+                                 f"{', '.join(keys)}); rerun with the same settings to resume it, discard it "
+                                 "(--restart), or choose another output directory")
+        else:
+            atomic_write_bytes(path, yaml.safe_dump(self.config, sort_keys=False).encode())
+
+    def _stem(self, k: int) -> Path:
+        return self.batch_dir / f"batch-{k:05d}"
+
+    def done(self, k: int) -> bool:
+        return self._stem(k).with_suffix(".json").exists()
+
+    def save(self, k: int, rows: list[dict], tensors: dict[str, torch.Tensor]) -> None:
+        stem = self._stem(k)
+        blob = save({n: t.detach().cpu().contiguous() for n, t in tensors.items()})
+        atomic_write_bytes(stem.with_suffix(".safetensors"), blob)
+        atomic_write_bytes(stem.with_suffix(".json"), json.dumps(rows).encode())
+
+    def load(self, n_batches: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """All rows and the tensors of batches ``0 … n_batches − 1`` concatenated in batch order."""
+        missing = [k for k in range(n_batches) if not self.done(k)]
+        if missing:
+            raise ValueError(f"{self.dir}: batches {missing[:10]}{' …' if len(missing) > 10 else ''} of {n_batches} "
+                             "are not finished yet; run the missing shards (the same command resumes them)")
+        rows, parts = [], {}
+        for k in range(n_batches):
+            stem = self._stem(k)
+            rows += json.loads(stem.with_suffix(".json").read_text())
+            for name, t in load(stem.with_suffix(".safetensors").read_bytes()).items():
+                parts.setdefault(name, []).append(t)
+        return rows, {name: torch.cat(ts) for name, ts in parts.items()}
+
+
+def discard_run(run_dir: str | Path) -> None:
+    """Remove a run's stored batches and results from ``run_dir`` (other files stay)."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / "batches", ignore_errors=True)
+    for name in ("config.yaml", "env.json", "examples.csv", "summary.json", "tensors.safetensors", "maps.png",
+                 "summary.md"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"i/N"`` (0 ≤ i < N) → ``(i, N)``; ``None`` → ``(0, 1)``."""
+    if spec is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in str(spec).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects i/N with integers 0 ≤ i < N, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard expects i/N with integers 0 ≤ i < N, got {spec!r}")
+    return i, n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adv2._validate import check_images, check_targets, num_classes_of
+from adv2._validate import check_images, check_targets, model_call, num_classes_of
 
 
 def minmax(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -38,6 +38,7 @@ class Interpreter:
     def __init__(self, model: nn.Module):
         self.model = model
 
+    @model_call
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_images(x)
         target = check_targets(target, x.shape[0], num_classes_of(self.model), name="target")

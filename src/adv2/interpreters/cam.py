@@ -16,12 +16,12 @@ class CAM(Interpreter):
     feature map's resolution (8×8 for the embedded models at 64×64, 7×7 for ResNet-50 at 224).
     The map comes from the classifier's own forward pass, so an attack pays no extra forward.
     Needs global-average-pooling + linear-head models; ``layer``/``head`` name them if they
-    cannot be found automatically.
+    cannot be found automatically (a submodule's name, ``"layer4"``, or the module, ``model.layer4``).
     """
 
     name = "cam"
 
-    def __init__(self, model, layer: str | None = None, head: str | None = None):
+    def __init__(self, model, layer: str | torch.nn.Module | None = None, head: str | torch.nn.Module | None = None):
         super().__init__(model)
         self.site = find_site(model, layer, head)
         if self.site.head is None:
@@ -42,12 +42,12 @@ class CAM(Interpreter):
 class GradCAM(Interpreter):
     """Grad-CAM: ``relu(Σ_k α_k A_k)`` with ``α_k`` the spatial mean of ``∂f_c/∂A_k``,
     per-image min–max normalised; map ``(N, 1, h, w)`` in ``[0, 1]`` at the feature map's
-    resolution. ``layer`` names the feature layer (default: the one CAM uses).
+    resolution. ``layer`` is the feature layer, by name or as the module (default: the one CAM uses).
     """
 
     name = "gradcam"
 
-    def __init__(self, model, layer: str | None = None):
+    def __init__(self, model, layer: str | torch.nn.Module | None = None):
         super().__init__(model)
         self.site = find_site(model, layer, None)
 

@@ -35,29 +35,59 @@ def _get(module: nn.Module, name: str) -> nn.Module:
         raise ValueError(f"model has no layer {name!r}; some of its layers: {names[-8:]}") from e
 
 
-def find_site(model: nn.Module, layer: str | None = None, head: str | None = None) -> FeatureSite:
+def find_site(model: nn.Module, layer: str | nn.Module | None = None,
+              head: str | nn.Module | None = None) -> FeatureSite:
     """The last feature map and linear head of ``model``.
 
     Found automatically for torchvision ``ResNet`` (``layer4``, ``fc``) and ``DenseNet``
     (``relu(features)``, ``classifier``) — including the embedded models and any wrapper
-    with ``.model`` — or named by the user (``layer=``, ``head=``, names relative to the
-    unwrapped network).
+    with ``.model`` — or given by the user (``layer=``, ``head=``: names relative to the
+    unwrapped network, such as ``"layer4"``, or the module objects themselves, such as
+    ``model.layer4``, as Captum and pytorch-grad-cam take them).
     """
     net = unwrap(model)
     if layer is not None:
-        lay = _get(net, layer)
-        hd = _get(net, head) if head is not None else _last_linear(net)
+        lay, layer_name = _resolve(net, model, layer, "layer")
+        if head is not None:
+            hd, _ = _resolve(net, model, head, "head")
+        else:
+            hd = _last_linear(net)
         if hd is not None and not isinstance(hd, nn.Linear):
-            raise ValueError(f"head {head!r} must be an nn.Linear, got {type(hd).__name__}")
-        return FeatureSite(lay, layer, hd)
+            raise ValueError(f"head {_label(head)} must be an nn.Linear, got {type(hd).__name__}")
+        return FeatureSite(lay, layer_name, hd)
+    site = None
     if isinstance(net, ResNet):
-        return FeatureSite(net.layer4, "layer4", net.fc)
-    if isinstance(net, DenseNet):
-        return FeatureSite(net.features, "features", net.classifier, post=F.relu)
+        site = FeatureSite(net.layer4, "layer4", net.fc)
+    elif isinstance(net, DenseNet):
+        site = FeatureSite(net.features, "features", net.classifier, post=F.relu)
+    if site is not None:
+        if head is not None:
+            site.head, _ = _resolve(net, model, head, "head")
+            if not isinstance(site.head, nn.Linear):
+                raise ValueError(f"head {_label(head)} must be an nn.Linear, got {type(site.head).__name__}")
+        return site
     raise ValueError(
         f"cannot find the last feature map of a {type(net).__name__} automatically; "
         "pass layer='name' (and head='name') explicitly"
     )
+
+
+def _label(v) -> str:
+    """A short description of a layer argument for messages (never a whole module's repr)."""
+    return repr(v) if isinstance(v, str) else f"<{type(v).__name__} module>"
+
+
+def _resolve(net: nn.Module, model: nn.Module, v, what: str) -> tuple[nn.Module, str]:
+    """A module of ``net`` given by name or by object, and its name."""
+    if isinstance(v, str):
+        return _get(net, v), v
+    if isinstance(v, nn.Module):
+        for root in (net, model):
+            for name, m in root.named_modules():
+                if m is v:
+                    return m, name or type(m).__name__
+        raise ValueError(f"the {what} given ({_label(v)}) is not a submodule of the model")
+    raise ValueError(f"{what} must be a submodule's name or the module itself, got {type(v).__name__}")
 
 
 def _last_linear(net: nn.Module) -> nn.Linear | None:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from adv2._validate import check_images, check_targets, num_classes_of
+from adv2._validate import check_images, check_targets, model_call, num_classes_of
 from adv2.interpreters.base import Interpreter
 from adv2.interpreters.smooth_relu import smooth_relu
 
@@ -265,6 +265,7 @@ class Mask(Interpreter):
     def validate(self, x: torch.Tensor) -> None:
         self.mask_size(x)
 
+    @model_call
     def __call__(self, x, target):
         check_images(x)
         target = check_targets(target, x.shape[0], num_classes_of(self.model), name="target")

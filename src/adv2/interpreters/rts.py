@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from adv2._validate import check_images, check_targets, num_classes_of
+from adv2._validate import check_images, check_targets, model_call, num_classes_of
 from adv2.interpreters.base import Interpreter, MapTracker
 
 #: Input normalisation of every RTS network (its inputs are images in [0, 1]).
@@ -256,6 +256,7 @@ class RTS(Interpreter):
         mask, head = self.net(x, target)
         return logits, mask, head
 
+    @model_call
     def __call__(self, x, target):
         check_images(x)
         self.validate(x)

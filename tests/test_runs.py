@@ -1,0 +1,111 @@
+"""Run directories that survive being killed, resume, and split into shards (``adv2 demo
+--shard i/N``, ``adv2 merge``): per-example results identical to one uninterrupted run."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adv2.cli import main
+from adv2.experiments.store import RunStore, parse_shard
+
+TINY = ["--n", "8", "--batch-size", "2", "--interpreters", "cam,mask", "--attacks", "pgd,adv2,adv2-stadv",
+        "--set", "pgd.steps=3", "--set", "cam.warmup=2", "--set", "cam.steps=3", "--set", "cam.flow.steps=3",
+        "--set", "mask.warmup=2", "--set", "mask.steps=2", "--set", "mask.n_reset=1", "--set", "mask.n_step=1",
+        "--set", "mask.interpreter.steps=8", "--set", "mask.flow.steps=2", "--set", "mask.flow.warmup=2",
+        "--no-progress"]
+
+
+def rows(run_dir):
+    with open(run_dir / "examples.csv") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def same_results(a, b):
+    assert rows(a) == rows(b)
+    ta, tb = load_file(a / "tensors.safetensors"), load_file(b / "tensors.safetensors")
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_killed_at_any_moment_then_rerun_gives_the_uninterrupted_results(reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "adv2", "demo", "--out", str(out), *TINY]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "batches" / "batch-00000.json").exists():
+        assert p.poll() is None and time.time() < deadline, "the run ended before its first batch"
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (out / "summary.json").exists()  # killed mid-run
+    left = {f.name for f in (out / "batches").iterdir()}
+    assert all(not n.endswith(".tmp") or n.startswith(".") for n in left)  # partial files are hidden temporaries
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    same_results(out, reference)
+
+
+def test_two_shards_and_merge_give_the_single_run_results(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--shard", "1/2", *TINY]) == 0
+    assert "adv2 merge" in capsys.readouterr().out and not (out / "summary.json").exists()
+    assert main(["merge", str(out)]) == 2  # shard 0 has not run: a clear error
+    assert "not finished yet" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--shard", "0/2", *TINY]) == 0  # the last shard builds the results
+    same_results(out, reference)
+    (out / "summary.json").unlink()
+    assert main(["merge", str(out)]) == 0 and (out / "summary.json").exists() and (out / "maps.png").exists()
+    same_results(out, reference)
+
+
+def test_a_finished_run_is_not_recomputed_and_a_changed_config_is_refused(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    stamp = (out / "batches" / "batch-00000.json").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), *TINY]) == 0  # resumes: nothing left to do
+    assert (out / "batches" / "batch-00000.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out), *TINY, "--set", "pgd.steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert "another configuration (differs in: budgets)" in err and "Traceback" not in err
+    assert main(["demo", "--out", str(out), *TINY, "--set", "pgd.steps=4", "--restart"]) == 0
+
+
+@pytest.mark.parametrize("spec", ["2/2", "-1/2", "a/b", "1", "0/0"])
+def test_bad_shard_specs(spec):
+    with pytest.raises(ValueError, match="--shard expects i/N"):
+        parse_shard(spec)
+
+
+def test_merge_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert main(["merge", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_store_writes_batches_atomically_and_names_missing_ones(tmp_path):
+    store = RunStore(tmp_path, {"a": (1, 2)})
+    assert not store.done(0)
+    store.save(0, [{"index": 0}], {"x": torch.ones(1, 2)})
+    assert store.done(0) and not any(f.name.endswith(".tmp") for f in (tmp_path / "batches").iterdir())
+    rows_, tensors = store.load(1)
+    assert rows_ == [{"index": 0}] and torch.equal(tensors["x"], torch.ones(1, 2))
+    with pytest.raises(ValueError, match=r"batches \[1\] of 2 are not finished"):
+        store.load(2)
+    RunStore(tmp_path, {"a": [1, 2]})  # the same config as it reads back from YAML
+    with pytest.raises(ValueError, match="differs in: a, b"):
+        RunStore(tmp_path, {"a": [1, 3], "b": 1})
