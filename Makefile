@@ -28,6 +28,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --model shapes-densenet
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/surrogate.py
+	$(BIN)/python benchmarks/rts.py
+	$(BIN)/python benchmarks/aid.py
+	$(BIN)/python benchmarks/stadv.py --model shapes-resnet
+	$(BIN)/python benchmarks/stadv.py --model shapes-densenet
+	$(BIN)/python benchmarks/shards.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from adv2.cli import main
 from adv2.experiments.store import RunStore, parse_shard
 
-TINY = ["--n", "8", "--batch-size", "2", "--interpreters", "cam,mask", "--attacks", "pgd,adv2,adv2-stadv",
+TINY = ["-n", "8", "--batch-size", "2", "--interpreters", "cam,mask", "--attacks", "pgd,adv2,adv2-stadv",
         "--set", "pgd.steps=3", "--set", "cam.warmup=2", "--set", "cam.steps=3", "--set", "cam.flow.steps=3",
         "--set", "mask.warmup=2", "--set", "mask.steps=2", "--set", "mask.n_reset=1", "--set", "mask.n_step=1",
         "--set", "mask.interpreter.steps=8", "--set", "mask.flow.steps=2", "--set", "mask.flow.warmup=2",
@@ -109,3 +109,19 @@ def test_store_writes_batches_atomically_and_names_missing_ones(tmp_path):
     RunStore(tmp_path, {"a": [1, 2]})  # the same config as it reads back from YAML
     with pytest.raises(ValueError, match="differs in: a, b"):
         RunStore(tmp_path, {"a": [1, 3], "b": 1})
+
+
+def test_torchrun_two_processes_equal_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m adv2 demo``: gloo on CPU, rank r runs shard r/2, rank 0
+    builds the results; per example identical to one process (both with one thread each)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    r = subprocess.run([sys.executable, "-m", "adv2", "demo", "--out", str(one), *TINY], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "adv2", "demo", "--out", str(two), *TINY], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("run directory:") == 1  # rank 0 alone reports
+    same_results(two, one)

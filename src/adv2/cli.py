@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "on an embedded model")
     d.add_argument("--fast", action="store_true", help="fewer images and smaller budgets (a few minutes on 2 cores)")
     d.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
-    d.add_argument("--n", type=int, default=None, help="number of test images (default 32, --fast 12)")
+    d.add_argument("-n", "--n", type=int, default=None, dest="n",
+                   help="number of test images (default 32, --fast 12); under torchrun write -n (torchrun "
+                        "reads --n as an abbreviation of its own options)")
     d.add_argument("--out", default=None, help="run directory (default runs/demo-MODEL[-fast])")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--eps", type=float, default=0.031, help="L∞ budget on [0, 1] images (default 0.031 ≈ 8/255)")

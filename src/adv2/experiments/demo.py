@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -121,8 +122,10 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     same call resumes it, skipping finished batches, with per-example results identical to an
     uninterrupted run. ``shard="i/N"`` runs only batches ``k ≡ i (mod N)`` (independent jobs into
     one directory); the last shard to finish, or :func:`finish_run` (``adv2 merge``), builds the
-    results; an unfinished shard returns ``None``. ``restart=True`` discards what ``out`` holds
-    of an earlier run first.
+    results; an unfinished shard returns ``None``. Started by ``torchrun --nproc_per_node K``
+    (``RANK`` / ``WORLD_SIZE`` set, no ``shard``), rank r runs shard r/K over the gloo backend and
+    rank 0 builds the results once all ranks are done (the others return ``None``).
+    ``restart=True`` discards what ``out`` holds of an earlier run first.
 
     ``budgets`` replaces the attack budgets (:data:`BUDGETS`); ``overrides`` sets single
     entries of them (``["mask.n_step=2", "grad.flow.steps=100"]``, see :func:`apply_overrides`)."""
@@ -133,6 +136,7 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     eps, alpha = check_eps(eps), check_positive(alpha, "alpha")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    shard_spec = shard
     shard, n_shards = parse_shard(shard)
     attacks = tuple(attacks)
     for a in attacks:
@@ -179,27 +183,52 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
         "eps": eps, "alpha": alpha, "interpreters": list(interpreter_names), "attacks": list(attacks),
         "budgets": budget, "data": {"name": "shapes", "split": "test", "seed": seed, "indices": idx},
     }
-    if restart:
-        discard_run(out)
-    store = RunStore(out, config)
-    batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    mine = [k for k in range(len(batches)) if k % n_shards == shard]
-    todo = [k for k in mine if not store.done(k)]
-    bar = tqdm(total=len(todo) * (len(baselines) + len(interpreter_names)), desc=f"demo {model}",
-               disable=not progress)
-    for k in todo:
-        b = batches[k]
-        torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
-        rows, tensors = _run_batch(x_all[b], y_all[b], ct_all[b], masks[b], idx[b], baselines, interps, per_interp,
-                                   attacks, bar)
-        store.save(k, rows, tensors)
-    bar.close()
-    if not all(store.done(k) for k in range(len(batches))):
-        if verbose:
-            print(f"shard {shard}/{n_shards} finished ({len(mine)} of {len(batches)} batches) in {out}; "
-                  f"run `adv2 merge {out}` once every shard has finished")
+    dist = _torchrun() if shard_spec is None else None  # (rank, world size) under torchrun
+    if dist is not None:
+        shard, n_shards = dist
+        torch.distributed.init_process_group("gloo")
+    lead = shard == 0 or dist is None  # under torchrun rank 0 prepares the directory and builds the results
+    try:
+        if restart and lead:
+            discard_run(out)
+        store = RunStore(out, config) if lead else None
+        if dist is not None:
+            torch.distributed.barrier()
+        store = store or RunStore(out, config)
+        batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+        mine = [k for k in range(len(batches)) if k % n_shards == shard]
+        todo = [k for k in mine if not store.done(k)]
+        desc = f"demo {model}" + (f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
+        bar = tqdm(total=len(todo) * (len(baselines) + len(interpreter_names)), desc=desc,
+                   disable=not progress or (dist is not None and not lead))
+        for k in todo:
+            b = batches[k]
+            torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
+            rows, tensors = _run_batch(x_all[b], y_all[b], ct_all[b], masks[b], idx[b], baselines, interps,
+                                       per_interp, attacks, bar)
+            store.save(k, rows, tensors)
+        bar.close()
+        if dist is not None:
+            torch.distributed.barrier()  # every rank's batches are stored
+            if not lead:
+                return None
+        if not all(store.done(k) for k in range(len(batches))):
+            if verbose:
+                print(f"shard {shard}/{n_shards} finished ({len(mine)} of {len(batches)} batches) in {out}; "
+                      f"run `adv2 merge {out}` once every shard has finished")
+            return None
+        return finish_run(out, verbose=verbose)
+    finally:
+        if dist is not None:
+            torch.distributed.destroy_process_group()
+
+
+def _torchrun() -> tuple[int, int] | None:
+    """``(RANK, WORLD_SIZE)`` when started by ``torchrun`` with more than one process, else ``None``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
         return None
-    return finish_run(out, verbose=verbose)
+    return int(os.environ["RANK"]), world
 
 
 def _run_batch(x, y, ct, masks, ids, baselines, interps, per_interp, attacks, bar) -> tuple[list[dict], dict]:
