@@ -86,6 +86,19 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     assert config["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
     lines = (run / "examples.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 3 * 20
+    import csv
+
+    for row in csv.DictReader(lines):
+        assert int(row["label"]) != int(row["target"]) and 0 <= int(row["prediction"]) < 10
+        assert (row["success"] == "True") == (row["prediction"] == row["target"])
+        if row["attack"] in ("pgd", "adv2"):
+            assert float(row["linf"]) <= config["eps"] + 1e-6
+        mask = row["interpreter"] == "mask"  # tiny budgets: warm-up + joint iterations
+        expected = {"pgd": 5, "stadv": 5, "adv2": 3 + (2 if mask else 5), "adv2-stadv": 2 if mask else 3}
+        assert int(row["iterations"]) == expected[row["attack"]], row
+    for r in summary["rows"]:
+        assert r["success_rate_ci95"] is not None and r["success_rate_ci95"] >= 0
+    assert "batch 0 done" in (run / "log.txt").read_text()
     from safetensors.torch import load_file
 
     tensors = load_file(run / "tensors.safetensors")

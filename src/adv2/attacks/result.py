@@ -22,6 +22,7 @@ class AttackResult:
       ``x_adv`` (mean squared error to the target map), where it has one.
     - ``flow``: ``(N, 2, H, W)`` or ``None``, the flow field (pixels) of a flow-perturbation
       attack (:class:`~adv2.attacks.stadv.StAdv`).
+    - ``prediction``: ``(N,)`` long, ``f(x_adv).argmax(1)``.
     """
 
     x_adv: torch.Tensor
@@ -31,6 +32,7 @@ class AttackResult:
     success_quantized: torch.Tensor
     map_distance: torch.Tensor | None = None
     flow: torch.Tensor | None = None
+    prediction: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -48,4 +50,4 @@ def finish(model, x_adv, target_class, interpreter=None, map_distance=None) -> A
     xq = torch.round(x_adv * 255) / 255
     success_q = _predict(model, xq).argmax(1) == target_class
     m = interpreter(x_adv, target_class).detach() if interpreter is not None else None
-    return AttackResult(x_adv, success, conf, m, success_q, map_distance)
+    return AttackResult(x_adv, success, conf, m, success_q, map_distance, prediction=p.argmax(1))

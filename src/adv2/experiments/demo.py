@@ -85,28 +85,42 @@ def apply_overrides(budget: dict, overrides: list[str]) -> dict:
     return budget
 
 
-def evaluate_attack(name, interp_name, res, benign, indices, seconds) -> list[dict]:
-    """Per-example rows for one (attack, interpreter): success, confidence, map distances and,
-    for the flow attacks, the flow's size (``flow_mean``: mean of ``|Δu|`` and ``|Δv|`` in pixels;
-    ``flow_loss``: ℓ_flow, :func:`adv2.attacks.flow.flow_loss`)."""
+def evaluate_attack(name, interp_name, res, benign, indices, seconds, x=None, labels=None, targets=None,
+                    iterations=None) -> list[dict]:
+    """Per-example rows for one (attack, interpreter): label, target, prediction, success (also
+    after 8-bit rounding), confidence, map distances to ``benign``, ``linf`` = ‖x_adv − x‖∞ (given
+    ``x``), the attack's ``iterations``, seconds and, for the flow attacks, the flow's size
+    (``flow_mean``: mean of ``|Δu|`` and ``|Δv|`` in pixels; ``flow_loss``: ℓ_flow,
+    :func:`adv2.attacks.flow.flow_loss`)."""
     l1 = metrics.lp_distance(res.map, benign, p=1)
     l2 = metrics.lp_distance(res.map, benign, p=2)
     iou = metrics.iou_test(res.map, benign)
+    linf = (res.x_adv - x).abs().flatten(1).amax(1) if x is not None else None
     flow = getattr(res, "flow", None)
     if flow is not None:
         f_mean, f_loss = flow.abs().flatten(1).mean(1), flow_loss(flow)
+    pred = getattr(res, "prediction", None)
     rows = []
     for j, i in enumerate(indices):
         row = {
             "index": int(i), "attack": name, "interpreter": interp_name,
+            "label": int(labels[j]) if labels is not None else None,
+            "target": int(targets[j]) if targets is not None else None,
+            "prediction": int(pred[j]) if pred is not None else None,
             "success": bool(res.success[j]), "success_quantized": bool(res.success_quantized[j]),
             "confidence": float(res.confidence[j]), "l1": float(l1[j]), "l2": float(l2[j]),
-            "iou": float(iou[j]), "seconds": seconds / len(indices),
+            "iou": float(iou[j]), "linf": float(linf[j]) if linf is not None else None,
+            "iterations": iterations, "seconds": seconds / len(indices),
             "flow_mean": float(f_mean[j]) if flow is not None else None,
             "flow_loss": float(f_loss[j]) if flow is not None else None,
         }
         rows.append(row)
     return rows
+
+
+def iterations_of(attack) -> int:
+    """Iterations an attack runs: PGD/StAdv ``steps``; ADV² ``warmup + steps``."""
+    return int(getattr(attack, "warmup", 0) + attack.steps)
 
 
 def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = None, out: str | Path | None = None,
@@ -198,6 +212,8 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
         batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
         mine = [k for k in range(len(batches)) if k % n_shards == shard]
         todo = [k for k in mine if not store.done(k)]
+        store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
+                  f"({len(batches)} in all, batch size {batch_size})")
         desc = f"demo {model}" + (f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
         bar = tqdm(total=len(todo) * (len(baselines) + len(interpreter_names)), desc=desc,
                    disable=not progress or (dist is not None and not lead))
@@ -206,7 +222,10 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
             torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
             rows, tensors = _run_batch(x_all[b], y_all[b], ct_all[b], masks[b], idx[b], baselines, interps,
                                        per_interp, attacks, bar)
+            t_batch = time.time()
             store.save(k, rows, tensors)
+            store.log(f"batch {k} done ({sum(r['seconds'] for r in rows):.1f} s of attacks, saved in "
+                      f"{time.time() - t_batch:.2f} s)")
         bar.close()
         if dist is not None:
             torch.distributed.barrier()  # every rank's batches are stored
@@ -257,7 +276,9 @@ def _run_batch(x, y, ct, masks, ids, baselines, interps, per_interp, attacks, ba
                 tensors[f"x_{a}_{name}"] = res.x_adv
                 if res.flow is not None:
                     tensors[f"flow_{a}_{name}"] = res.flow
-            rows += evaluate_attack(a, name, res, benign, ids, sec)
+            atk = baselines[a] if a in baselines else per_interp[a][name]
+            rows += evaluate_attack(a, name, res, benign, ids, sec, x=x, labels=y, targets=ct,
+                                    iterations=iterations_of(atk))
             tensors[f"map_{a}_{name}"] = res.map.detach()
         bar.update()
     return rows, tensors
@@ -273,7 +294,8 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
         raise ValueError(f"{out} is not a run directory (no config.yaml)")
     config = yaml.safe_load(path.read_text())
     n, batch_size = config["n"], config["batch_size"]
-    examples, tensors = RunStore(out, config).load(-(-n // batch_size))
+    store = RunStore(out, config)
+    examples, tensors = store.load(-(-n // batch_size))
     names, attacks = config["interpreters"], config["attacks"]
     order = {a: i for i, a in enumerate(ATTACKS)}
     rows = summarize(examples)
@@ -291,6 +313,7 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
                 title=f"{config['model']}: benign map and the maps under each attack (rows: true → target class)")
     keys = SUMMARY_KEYS + (FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ())
     atomic_write_bytes(out / "summary.md", (markdown_table(rows, keys) + "\n").encode())
+    store.log(f"results built from {len(examples)} rows")
     if verbose:
         print(format_table(rows, keys))
         print("benign pointing game: " + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in benign_stats.items()))

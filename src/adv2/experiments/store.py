@@ -58,17 +58,28 @@ def _mean(values: list[float]) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
 
+def ci95(values: list[float]) -> float | None:
+    """Half-width of the normal-approximation 95% confidence interval of the mean of ``values``
+    (1.96 · sample standard deviation / √n; ``None`` below two values)."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    return 1.96 * (sum((v - m) ** 2 for v in values) / (n - 1)) ** 0.5 / n**0.5
+
+
 def summarize(examples: list[dict]) -> list[dict]:
     """One row per (attack, interpreter): ``n`` examples, success rate, and the means of
     ``confidence, l1, l2, iou`` (and, where the rows have them, ``flow_mean, flow_loss``) over
-    the examples that succeeded (as in the paper)."""
+    the examples that succeeded (as in the paper); ``KEY_ci95`` is the half-width of each mean's
+    95% confidence interval (success rates: over all examples)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for e in examples:
         groups.setdefault((e["attack"], e["interpreter"]), []).append(e)
     rows = []
     for (attack, interp), es in groups.items():
         ok = [e for e in es if e["success"]]
-        rows.append({
+        row = {
             "attack": attack,
             "interpreter": interp,
             "n": len(es),
@@ -79,10 +90,15 @@ def summarize(examples: list[dict]) -> list[dict]:
             "l2": _mean([e["l2"] for e in ok]),
             "iou": _mean([e["iou"] for e in ok]),
             "seconds": _mean([e.get("seconds", 0.0) for e in es]),
-        })
+        }
         for k in FLOW_KEYS:
             if any(e.get(k) is not None for e in es):
-                rows[-1][k] = _mean([e[k] for e in ok if e.get(k) is not None])
+                row[k] = _mean([e[k] for e in ok if e.get(k) is not None])
+        row["success_rate_ci95"] = ci95([float(bool(e["success"])) for e in es])
+        for k in ("confidence", "l1", "l2", "iou", *FLOW_KEYS):
+            if k in row:
+                row[f"{k}_ci95"] = ci95([e[k] for e in ok if e.get(k) is not None])
+        rows.append(row)
     return rows
 
 
@@ -177,6 +193,12 @@ class RunStore:
                                  "(--restart), or choose another output directory")
         else:
             atomic_write_bytes(path, yaml.safe_dump(self.config, sort_keys=False).encode())
+
+    def log(self, message: str) -> None:
+        """Append a time-stamped line to ``log.txt`` (one line per event, from any process)."""
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid {os.getpid()} {message}\n"
+        with open(self.dir / "log.txt", "a") as f:
+            f.write(line)
 
     def _stem(self, k: int) -> Path:
         return self.batch_dir / f"batch-{k:05d}"
