@@ -16,6 +16,14 @@ def _demo(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from adv2.experiments.config import run_config
+
+    run_config(args.config, out=args.out, overrides=args.set, shard=args.shard, restart=args.restart,
+               progress=not args.no_progress)
+    return 0
+
+
 def _merge(args) -> int:
     from adv2.experiments.demo import finish_run
 
@@ -120,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discard what --out holds of an earlier run (by default a rerun resumes it)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
+    rn = sub.add_parser("run", help="run an experiment config (resumable, shardable, torchrun-aware)")
+    rn.add_argument("config", help="a YAML config, e.g. configs/demo.yaml")
+    rn.add_argument("--out", default=None, help="run directory (default runs/CONFIG-NAME)")
+    rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config entry: data.n=4, eps=0.02, budgets.cam.steps=100, or attacks.steps=K "
+                         "(every attack's iteration counts, for smoke runs)")
+    rn.add_argument("--shard", default=None, metavar="i/N", help="run only batches k ≡ i (mod N); see adv2 demo")
+    rn.add_argument("--restart", action="store_true", help="discard what --out holds of an earlier run")
+    rn.add_argument("--no-progress", action="store_true")
+    rn.set_defaults(func=_run)
     mg = sub.add_parser("merge", help="build a run's results (table, summary, figure) from the batches of all shards")
     mg.add_argument("run_dir", help="the run directory the shards wrote to")
     mg.set_defaults(func=_merge)
