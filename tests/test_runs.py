@@ -86,6 +86,11 @@ def test_a_finished_run_is_not_recomputed_and_a_changed_config_is_refused(refere
     assert main(["demo", "--out", str(out), *TINY, "--set", "pgd.steps=4", "--restart"]) == 0
 
 
+def test_restart_of_one_shard_is_refused(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--shard", "0/2", "--restart", *TINY]) == 2
+    assert "other shards' batches" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spec", ["2/2", "-1/2", "a/b", "1", "0/0"])
 def test_bad_shard_specs(spec):
     with pytest.raises(ValueError, match="--shard expects i/N"):

@@ -152,6 +152,9 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     shard_spec = shard
     shard, n_shards = parse_shard(shard)
+    if restart and n_shards > 1:
+        raise ValueError("--restart discards the whole run directory, other shards' batches included; discard it "
+                         "once (adv2 demo --restart without --shard, or delete it) before starting the shards")
     attacks = tuple(attacks)
     for a in attacks:
         if a not in ATTACKS:
