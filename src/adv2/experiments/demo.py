@@ -308,7 +308,7 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     benign_stats = {k: {"pointing_game": float(v)} for k, v in pointing.items()}
     summary = {"model": config["model"], "n": n, "seed": config["seed"], "rows": rows, "benign": benign_stats,
                "seconds": round(sum(e["seconds"] for e in examples), 1)}
-    write_run(out, None, env_info(config["seed"], "cpu" if not torch.cuda.is_available() else "cuda"), examples,
+    write_run(out, None, env_info(config["seed"], "cpu"), examples,  # the demo runs on the CPU
               summary, tensors)
     labels = [f"{CLASSES[int(y)]}→{CLASSES[int(t)]}" for y, t in zip(tensors["labels"], tensors["target_class"],
                                                                      strict=True)]
