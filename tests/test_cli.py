@@ -83,7 +83,7 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
         assert ("flow_mean" in r) == (r["attack"] in ("stadv", "adv2-stadv"))
     config = yaml.safe_load((run / "config.yaml").read_text())
     env = json.loads((run / "env.json").read_text())
-    assert config["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
+    assert config["data"]["seed"] == env["seed"] == 0 and len(config["data"]["indices"]) == 3
     lines = (run / "examples.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 3 * 20
     import csv

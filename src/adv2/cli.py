@@ -25,7 +25,7 @@ def _run(args) -> int:
 
 
 def _merge(args) -> int:
-    from adv2.experiments.demo import finish_run
+    from adv2.experiments.runner import finish_run
 
     finish_run(args.run_dir)
     return 0

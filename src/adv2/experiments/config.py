@@ -1,14 +1,32 @@
 """Experiment configs (``adv2 run CONFIG.yaml``): loading, ``--set`` overrides, validation.
 
 A config is a YAML mapping; every key is checked before any work, and an unknown key or a bad
-value is a ``ValueError`` naming the key and what it accepts. Today's configs run on the
-embedded shapes data (``data.name: shapes``); they are executed by the same runner as
-``adv2 demo`` (:func:`adv2.experiments.demo.run_demo`).
+value is a ``ValueError`` naming the key and what it accepts. The shipped configs
+(:func:`shipped_configs`: ``demo``, ``q1`` … ``q4``, ``transfer-models``) live in the package
+(``adv2 run q1`` finds them by name) and, in a checkout, under ``configs/``. Every config runs
+through :func:`adv2.experiments.runner.run_experiment`, ``adv2 demo`` included.
+
+Keys (defaults in :data:`DEFAULTS`)::
+
+    model: shapes-resnet                 # embedded, a torchvision name, or a mapping:
+    #   {name: resnet50, weights: resnet50.pth, num_classes: 1000, mean: [...], std: [...]}
+    data: {name: shapes, n: 32, seed: 0, split: test}
+    #   or {name: folder, root: DIR, size: 224, labels: sorted | numeric, n: 32, seed: 0}
+    device: cpu                          # cpu | cuda | cuda:K | auto (torchrun: cuda → cuda:LOCAL_RANK)
+    batch_size: 32
+    eps: 0.031                           # L∞ budget on [0, 1] images, in (0, 1]
+    alpha: 0.0039                        # L∞ step
+    interpreters: [grad, cam, gradcam, mask, rts]
+    attacks: [pgd, adv2, stadv, adv2-stadv]
+    target_map: benign                   # benign | other | shape | a map file (.png, .npy)
+    transfer: {interpreters: false, models: []}   # measure under other interpreters / models
+    budgets: default                     # default | fast | a mapping (adv2.experiments.demo.BUDGETS)
 """
 
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -16,22 +34,42 @@ import yaml
 from adv2 import interpreters, models
 from adv2._validate import check_eps, check_positive
 
-#: Keys of a config and what they mean (``data`` and ``budgets`` are mappings, below).
+#: Keys of a config and what they accept.
 KEYS = {
-    "model": "an embedded model name",
-    "data": "a mapping: name (shapes), n (images), seed",
+    "model": "an embedded model name, a torchvision architecture, or {name, weights, num_classes, mean, std}",
+    "data": "a mapping: name (shapes or folder), n, seed; shapes: split; folder: root, size, labels",
+    "device": "cpu, cuda, cuda:K or auto",
     "batch_size": "a positive integer",
     "eps": "the L∞ budget in (0, 1]",
     "alpha": "the L∞ step size, a positive number",
     "interpreters": "a list of interpreter names",
     "attacks": "a list, some of pgd, adv2, stadv, adv2-stadv",
+    "target_map": "benign, other, shape, or a map file (.png, .jpg, .npy)",
+    "transfer": "a mapping: interpreters (true/false), models (a list of models)",
     "budgets": "default, fast, or a mapping like adv2.experiments.demo.BUDGETS['default']",
 }
-DATA_KEYS = ("name", "n", "seed")
-DATASETS = ("shapes",)
-DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed": 0}, "batch_size": 32,
-            "eps": 0.031, "alpha": 1 / 255, "interpreters": ["grad", "cam", "gradcam", "mask", "rts"],
-            "attacks": ["pgd", "adv2", "stadv", "adv2-stadv"], "budgets": "default"}
+DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels")}
+DATASETS = tuple(DATA_KEYS)
+MODEL_KEYS = ("name", "weights", "num_classes", "mean", "std")
+TRANSFER_KEYS = ("interpreters", "models")
+DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed": 0}, "device": "cpu",
+            "batch_size": 32, "eps": 0.031, "alpha": 1 / 255, "interpreters": ["grad", "cam", "gradcam", "mask", "rts"],
+            "attacks": ["pgd", "adv2", "stadv", "adv2-stadv"], "target_map": "benign",
+            "transfer": {"interpreters": False, "models": []}, "budgets": "default"}
+
+
+def packaged_config(name: str) -> Path:
+    """The path of the shipped config ``name`` (``demo``, ``q1`` … ``q4``, ``transfer-models``)."""
+    path = Path(str(resources.files("adv2.experiments") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        raise ValueError(f"no shipped config {name!r}; shipped: {', '.join(shipped_configs())}")
+    return path
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    folder = Path(str(resources.files("adv2.experiments") / "configs"))
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
@@ -39,7 +77,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
     the budgets expanded and everything validated."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} not found")
+        if path.suffix == "" and str(path) in shipped_configs():
+            path = packaged_config(str(path))
+        else:
+            raise ValueError(f"config file {str(path)!r} not found (shipped configs, usable by name: "
+                             f"{', '.join(shipped_configs())})")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -64,6 +106,9 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
     if not isinstance(cfg["data"], dict):
         raise ValueError(f"{source}: data must be {KEYS['data']}, got {cfg['data']!r}")
     cfg["data"] = {**DEFAULTS["data"], **cfg["data"]}
+    if not isinstance(cfg["transfer"], dict):
+        raise ValueError(f"{source}: transfer must be {KEYS['transfer']}, got {cfg['transfer']!r}")
+    cfg["transfer"] = {**DEFAULTS["transfer"], **cfg["transfer"]}
     smoke = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
@@ -77,8 +122,11 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
             raise ValueError(f"--set {key}: unknown key {head!r}; allowed keys: {', '.join(KEYS)}")
         if head == "budgets" and rest:
             continue  # applied after the budgets are expanded
-        if head == "data" and rest:
-            cfg["data"][rest] = yaml.safe_load(value)
+        if head in ("data", "transfer") and rest:
+            cfg[head][rest] = yaml.safe_load(value)
+        elif head == "model" and rest:
+            cfg["model"] = {"name": cfg["model"]} if isinstance(cfg["model"], str) else cfg["model"]
+            cfg["model"][rest] = yaml.safe_load(value)
         elif rest:
             raise ValueError(f"--set {key}: {head} has no sub-keys")
         else:
@@ -107,20 +155,66 @@ def _int(v, name: str, lo: int) -> int:
     return v
 
 
+def _check_model(spec, key: str, source: str):
+    import torchvision
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{source}: {key} must be {KEYS['model']}, got {spec!r}")
+    unknown = sorted(set(spec) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key '{key}.{unknown[0]}'; allowed: {', '.join(MODEL_KEYS)}")
+    name = spec.get("name")
+    if name not in models.EMBEDDED and name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"{source}: {key} must be {KEYS['model']}: an embedded model ({', '.join(models.EMBEDDED)}) "
+                         f"or a torchvision classification architecture such as resnet50; got {name!r}")
+    w = spec.get("weights")
+    if w is not None and not Path(str(w)).is_file():
+        raise ValueError(f"{source}: {key}.weights: file {str(w)!r} not found")
+    if spec.get("num_classes") is not None:
+        _int(spec["num_classes"], f"{key}.num_classes", 2)
+    for k in ("mean", "std"):
+        v = spec.get(k)
+        if v is not None and (not isinstance(v, list) or len(v) != 3
+                              or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v)):
+            raise ValueError(f"{source}: {key}.{k} must be a list of 3 numbers, got {v!r}")
+    if spec.get("std") is not None and min(spec["std"]) <= 0:
+        raise ValueError(f"{source}: {key}.std must be positive, got {spec['std']!r}")
+
+
 def _check(cfg: dict, source: str) -> None:
     from adv2.experiments.demo import ATTACKS, KNOWN
+    from adv2.experiments.targets import check_policy
 
-    if cfg["model"] not in models.EMBEDDED:
-        raise ValueError(f"{source}: model must be {KEYS['model']} ({', '.join(models.EMBEDDED)}), got "
-                         f"{cfg['model']!r}")
+    _check_model(cfg["model"], "model", source)
     data = cfg["data"]
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"{source}: unknown key 'data.{unknown[0]}'; allowed: {', '.join(DATA_KEYS)}")
     if data["name"] not in DATASETS:
         raise ValueError(f"{source}: data.name must be one of {', '.join(DATASETS)}, got {data['name']!r}")
+    unknown = sorted(set(data) - set(DATA_KEYS[data["name"]]))
+    if unknown:
+        raise ValueError(f"{source}: unknown key 'data.{unknown[0]}' for data.name {data['name']}; allowed: "
+                         f"{', '.join(DATA_KEYS[data['name']])}")
     _int(data["n"], "data.n", 1)
     _int(data["seed"], "data.seed", 0)
+    if data["name"] == "shapes":
+        from adv2.data.shapes import SPLITS
+
+        if data.get("split", "test") not in SPLITS:
+            raise ValueError(f"{source}: data.split must be one of {', '.join(sorted(SPLITS))}, got {data['split']!r}")
+    else:
+        root = data.get("root")
+        if not isinstance(root, str) or not root:
+            raise ValueError(f"{source}: data.root must name the image folder (root/<class>/<image>)")
+        if not Path(root).is_dir():
+            raise ValueError(f"{source}: data.root: image folder {root!r} not found")
+        _int(data.get("size", 224), "data.size", 16)
+        if data.get("labels", "sorted") not in ("sorted", "numeric"):
+            raise ValueError(f"{source}: data.labels must be sorted or numeric, got {data['labels']!r}")
+    dev = cfg["device"]
+    if not isinstance(dev, str) or not (dev in ("cpu", "cuda", "auto") or (dev.startswith("cuda:")
+                                                                         and dev[5:].isdigit())):
+        raise ValueError(f"{source}: device must be {KEYS['device']}, got {dev!r}")
     _int(cfg["batch_size"], "batch_size", 1)
     check_eps(cfg["eps"])
     check_positive(cfg["alpha"], "alpha")
@@ -134,6 +228,20 @@ def _check(cfg: dict, source: str) -> None:
     for name in cfg["interpreters"]:
         if name not in interpreters.REGISTRY:  # pragma: no cover - KNOWN is a subset
             raise ValueError(f"{source}: unknown interpreter {name!r}")
+    try:
+        check_policy(cfg["target_map"])
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    tr = cfg["transfer"]
+    unknown = sorted(set(tr) - set(TRANSFER_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key 'transfer.{unknown[0]}'; allowed: {', '.join(TRANSFER_KEYS)}")
+    if not isinstance(tr["interpreters"], bool):
+        raise ValueError(f"{source}: transfer.interpreters must be true or false, got {tr['interpreters']!r}")
+    if not isinstance(tr["models"], list):
+        raise ValueError(f"{source}: transfer.models must be a list of models, got {tr['models']!r}")
+    for i, spec in enumerate(tr["models"]):
+        _check_model(spec, f"transfer.models[{i}]", source)
 
 
 def _set_iterations(node, k: int) -> None:
@@ -148,13 +256,11 @@ def _set_iterations(node, k: int) -> None:
 
 def run_config(path: str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
                shard: str | None = None, restart: bool = False, progress: bool = True, verbose: bool = True):
-    """``adv2 run``: load and validate the config, then run it with the demo's runner into ``out``
-    (default ``runs/CONFIG-NAME``); returns the summary (``None`` for an unfinished shard)."""
-    from adv2.experiments.demo import run_demo
+    """``adv2 run``: load and validate the config (a file, or a shipped config by name), then run
+    it into ``out`` (default ``runs/CONFIG-NAME``); returns the summary (``None`` for an
+    unfinished shard)."""
+    from adv2.experiments.runner import run_experiment
 
     cfg = load_config(path, overrides)
     out = out if out is not None else Path("runs") / Path(path).stem
-    return run_demo(model=cfg["model"], n=cfg["data"]["n"], seed=cfg["data"]["seed"], out=out,
-                    batch_size=cfg["batch_size"], interpreter_names=tuple(cfg["interpreters"]),
-                    attacks=tuple(cfg["attacks"]), eps=cfg["eps"], alpha=cfg["alpha"], budgets=cfg["budgets"],
-                    shard=shard, restart=restart, progress=progress, verbose=verbose)
+    return run_experiment(cfg, out, shard=shard, restart=restart, progress=progress, verbose=verbose)

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import copy
-import os
-import time
 from pathlib import Path
 
-import torch
 import yaml
-from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics, models
 from adv2._validate import check_eps, check_positive
-from adv2.attacks import ADV2, PGD, StAdv
 from adv2.attacks.flow import flow_loss
-from adv2.data import CLASSES, NUM_CLASSES
-from adv2.experiments.sampling import correctly_classified_shapes, target_classes
-from adv2.experiments.store import (
-    FLOW_KEYS,
-    SUMMARY_KEYS,
-    RunStore,
-    atomic_write_bytes,
-    discard_run,
-    env_info,
-    format_table,
-    markdown_table,
-    parse_shard,
-    summarize,
-    write_run,
-)
-from adv2.report import maps_figure
+from adv2.experiments.store import parse_shard
 
 INTERPRETERS = ("grad", "cam", "gradcam", "mask", "rts")
 #: Interpreters the demo can run (``--interpreters``); ``rts-aid`` is the AID-defended RTS.
@@ -150,11 +130,7 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     eps, alpha = check_eps(eps), check_positive(alpha, "alpha")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    shard_spec = shard
-    shard, n_shards = parse_shard(shard)
-    if restart and n_shards > 1:
-        raise ValueError("--restart discards the whole run directory, other shards' batches included; discard it "
-                         "once (adv2 demo --restart without --shard, or delete it) before starting the shards")
+    parse_shard(shard)  # a bad spec fails before any work
     attacks = tuple(attacks)
     for a in attacks:
         if a not in ATTACKS:
@@ -166,159 +142,22 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
             raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(interpreters.REGISTRY)}")
     if model not in models.EMBEDDED:  # the demo's data is the embedded shapes benchmark
         hint = "" if not isinstance(model, str) or "shapes" in model else (
-            "; for your own classifier use the Python API (adv2.attacks.ADV2, adv2.data.image_folder)")
+            "; for your own classifier and images write a config for `adv2 run` (model: {name, weights}, "
+            "data: {name: folder, root}) or use the Python API (adv2.attacks.ADV2)")
         raise ValueError(f"adv2 demo runs on the embedded models ({', '.join(models.EMBEDDED)}), got {model!r}{hint}")
-    net = models.load(model)
-    # build every interpreter and attack before any work, so bad settings fail at once
-    interps, per_interp = {}, {a: {} for a in ("adv2", "adv2-stadv") if a in attacks}
-    for name in interpreter_names:
-        kwargs = dict(budget.get(name, {}))
-        flow_kwargs = kwargs.pop("flow", {})
-        try:
-            interps[name] = interpreters.get(name, net, **kwargs.pop("interpreter", {}))
-            if "adv2" in attacks:
-                per_interp["adv2"][name] = ADV2(net, interps[name], eps=eps, alpha=alpha, **kwargs)
-            if "adv2-stadv" in attacks:
-                per_interp["adv2-stadv"][name] = ADV2(net, interps[name], perturbation="flow", **flow_kwargs)
-        except TypeError as e:  # an unknown keyword from --set
-            raise ValueError(f"bad setting for {name}: {e}") from None
-    baselines = {}
-    for a, cls, extra in (("pgd", PGD, dict(eps=eps, alpha=alpha)), ("stadv", StAdv, {})):
-        if a in attacks:
-            try:
-                baselines[a] = cls(net, **extra, **budget.get(a, {}))
-            except TypeError as e:
-                raise ValueError(f"bad setting for {a}: {e}") from None
+    from adv2.experiments.config import packaged_config, resolve
+    from adv2.experiments.runner import run_experiment
+
+    raw = yaml.safe_load(packaged_config("demo").read_text())
+    raw.update(model=model, data={"name": "shapes", "n": n, "seed": seed}, batch_size=batch_size, eps=eps,
+               alpha=alpha, interpreters=list(interpreter_names), attacks=list(attacks), budgets=budget)
+    cfg = resolve(raw, source="adv2 demo")
     out = Path(out) if out is not None else Path("runs") / f"demo-{model}{'-fast' if fast else ''}"
-    torch.manual_seed(seed)
-    x_all, y_all, masks, idx = correctly_classified_shapes(net, n, seed=seed)
-    for g in interps.values():
-        g.validate(x_all)
-    ct_all = target_classes(y_all, idx, seed, NUM_CLASSES)
-    config = {
-        "command": "demo", "model": model, "n": n, "seed": seed, "fast": fast, "batch_size": batch_size,
-        "eps": eps, "alpha": alpha, "interpreters": list(interpreter_names), "attacks": list(attacks),
-        "budgets": budget, "data": {"name": "shapes", "split": "test", "seed": seed, "indices": idx},
-    }
-    dist = _torchrun() if shard_spec is None else None  # (rank, world size) under torchrun
-    if dist is not None:
-        shard, n_shards = dist
-        torch.distributed.init_process_group("gloo")
-    lead = shard == 0 or dist is None  # under torchrun rank 0 prepares the directory and builds the results
-    try:
-        if restart and lead:
-            discard_run(out)
-        store = RunStore(out, config) if lead else None
-        if dist is not None:
-            torch.distributed.barrier()
-        store = store or RunStore(out, config)
-        batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-        mine = [k for k in range(len(batches)) if k % n_shards == shard]
-        todo = [k for k in mine if not store.done(k)]
-        store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
-                  f"({len(batches)} in all, batch size {batch_size})")
-        desc = f"demo {model}" + (f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
-        bar = tqdm(total=len(todo) * (len(baselines) + len(interpreter_names)), desc=desc,
-                   disable=not progress or (dist is not None and not lead))
-        for k in todo:
-            b = batches[k]
-            torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
-            rows, tensors = _run_batch(x_all[b], y_all[b], ct_all[b], masks[b], idx[b], baselines, interps,
-                                       per_interp, attacks, bar)
-            t_batch = time.time()
-            store.save(k, rows, tensors)
-            store.log(f"batch {k} done ({sum(r['seconds'] for r in rows):.1f} s of attacks, saved in "
-                      f"{time.time() - t_batch:.2f} s)")
-        bar.close()
-        if dist is not None:
-            torch.distributed.barrier()  # every rank's batches are stored
-            if not lead:
-                return None
-        if not all(store.done(k) for k in range(len(batches))):
-            if verbose:
-                print(f"shard {shard}/{n_shards} finished ({len(mine)} of {len(batches)} batches) in {out}; "
-                      f"run `adv2 merge {out}` once every shard has finished")
-            return None
-        return finish_run(out, verbose=verbose)
-    finally:
-        if dist is not None:
-            torch.distributed.destroy_process_group()
+    return run_experiment(cfg, out, shard=shard, restart=restart, progress=progress, verbose=verbose)
 
 
-def _torchrun() -> tuple[int, int] | None:
-    """``(RANK, WORLD_SIZE)`` when started by ``torchrun`` with more than one process, else ``None``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    return int(os.environ["RANK"]), world
+def finish_run(out, verbose: bool = True):
+    """See :func:`adv2.experiments.runner.finish_run` (kept here for older scripts)."""
+    from adv2.experiments.runner import finish_run as _finish
 
-
-def _run_batch(x, y, ct, masks, ids, baselines, interps, per_interp, attacks, bar) -> tuple[list[dict], dict]:
-    """Every attack against every interpreter on one batch: its per-example rows and tensors."""
-    rows, tensors = [], {"x": x, "labels": y, "target_class": ct, "masks": masks,
-                         "index": torch.as_tensor(ids, dtype=torch.long)}
-    base_res = {}
-    for a, atk in baselines.items():
-        t0 = time.time()
-        base_res[a] = (atk(x, ct), time.time() - t0)
-        tensors[f"x_{a}"] = base_res[a][0].x_adv
-        if a == "stadv":
-            tensors["flow_stadv"] = base_res[a][0].flow
-        bar.update()
-    for name, g in interps.items():
-        benign = g(x, y).detach()
-        tensors[f"map_benign_{name}"] = benign
-        for a in attacks:
-            if a in baselines:
-                res, sec = base_res[a]
-                res.map = g(res.x_adv, ct).detach()
-            else:
-                t0 = time.time()
-                res = per_interp[a][name](x, ct, target_map=benign)
-                sec = time.time() - t0
-                tensors[f"x_{a}_{name}"] = res.x_adv
-                if res.flow is not None:
-                    tensors[f"flow_{a}_{name}"] = res.flow
-            atk = baselines[a] if a in baselines else per_interp[a][name]
-            rows += evaluate_attack(a, name, res, benign, ids, sec, x=x, labels=y, targets=ct,
-                                    iterations=iterations_of(atk))
-            tensors[f"map_{a}_{name}"] = res.map.detach()
-        bar.update()
-    return rows, tensors
-
-
-def finish_run(out: str | Path, verbose: bool = True) -> dict:
-    """Build a demo run's results from its finished batches (all shards): ``examples.csv``,
-    ``summary.json``, ``tensors.safetensors``, ``env.json``, ``maps.png``, ``summary.md``; return
-    the summary (``adv2 merge``). A ``ValueError`` names the batches still missing."""
-    out = Path(out)
-    path = out / "config.yaml"
-    if not path.exists():
-        raise ValueError(f"{out} is not a run directory (no config.yaml)")
-    config = yaml.safe_load(path.read_text())
-    n, batch_size = config["n"], config["batch_size"]
-    store = RunStore(out, config)
-    examples, tensors = store.load(-(-n // batch_size))
-    names, attacks = config["interpreters"], config["attacks"]
-    order = {a: i for i, a in enumerate(ATTACKS)}
-    rows = summarize(examples)
-    rows.sort(key=lambda r: (names.index(r["interpreter"]), order[r["attack"]]))
-    maps = {k: {a: tensors[f"map_{a}_{k}"] for a in ("benign", *attacks)} for k in names}
-    pointing = {k: metrics.pointing_game(maps[k]["benign"], tensors["masks"]).float().mean() for k in names}
-    benign_stats = {k: {"pointing_game": float(v)} for k, v in pointing.items()}
-    summary = {"model": config["model"], "n": n, "seed": config["seed"], "rows": rows, "benign": benign_stats,
-               "seconds": round(sum(e["seconds"] for e in examples), 1)}
-    write_run(out, None, env_info(config["seed"], "cpu"), examples,  # the demo runs on the CPU
-              summary, tensors)
-    labels = [f"{CLASSES[int(y)]}→{CLASSES[int(t)]}" for y, t in zip(tensors["labels"], tensors["target_class"],
-                                                                     strict=True)]
-    maps_figure(tensors["x"], maps, out / "maps.png", labels=labels,
-                title=f"{config['model']}: benign map and the maps under each attack (rows: true → target class)")
-    keys = SUMMARY_KEYS + (FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ())
-    atomic_write_bytes(out / "summary.md", (markdown_table(rows, keys) + "\n").encode())
-    store.log(f"results built from {len(examples)} rows")
-    if verbose:
-        print(format_table(rows, keys))
-        print("benign pointing game: " + ", ".join(f"{k} {v['pointing_game']:.3f}" for k, v in benign_stats.items()))
-        print(f"run directory: {out}  ({summary['seconds']:.0f} s of attacks)")
-    return summary
+    return _finish(out, verbose=verbose)

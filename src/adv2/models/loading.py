@@ -61,6 +61,8 @@ def load(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     device: str | torch.device | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Normalized:
     """A classifier taking ``(N, 3, H, W)`` images in ``[0, 1]``, in eval mode.
 
@@ -70,6 +72,9 @@ def load(
       built without downloading anything; ``weights`` is a local ``.pth`` (read with
       ``weights_only=True``) or ``.safetensors`` state dict; ImageNet normalisation is added.
       Without ``weights`` the network is randomly initialised (for tests and timings).
+
+    ``mean`` / ``std`` replace the normalisation (per channel, on ``[0, 1]`` images) for weights
+    trained with another one. ``num_classes`` sets the size of the classifier's last layer.
 
     Raises ``ValueError`` for an unknown name or weights that do not fit the architecture.
     """
@@ -81,7 +86,7 @@ def load(
                 f"the embedded weights of {name!r} are missing ({path}); reproduce them with `adv2 train-zoo {name}`"
             )
         _load_state(net, _read_state(path), str(path))
-        model = Normalized(net, SHAPES_MEAN, SHAPES_STD)
+        model = Normalized(net, mean or SHAPES_MEAN, std or SHAPES_STD)
     else:
         available = torchvision.models.list_models(module=torchvision.models)
         if name not in available:
@@ -92,7 +97,7 @@ def load(
         net = torchvision.models.get_model(name, weights=None, num_classes=num_classes or 1000)
         if weights is not None:
             _load_state(net, _read_state(Path(weights)), str(weights))
-        model = Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
+        model = Normalized(net, mean or IMAGENET_MEAN, std or IMAGENET_STD)
     model.eval()
     if device is not None:
         model.to(device)

@@ -1,0 +1,226 @@
+"""What an experiment attacks: the classifier, the images, and the examples chosen from them.
+
+Two kinds of data: the embedded shapes benchmark (:class:`ShapesData`, with ground-truth object
+masks) and an ImageNet-style folder ``root/<class>/<image>`` (:class:`FolderData`). Examples are
+chosen as in the paper: in a seeded, class-balanced order, keeping only the images the model
+classifies correctly (:func:`select_examples`). Every choice depends on ``(seed, dataset index)``
+only, never on batching or sharding.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adv2.data.shapes import CLASSES, NUM_CLASSES, example
+
+#: Image file suffixes a folder dataset reads (what PIL and torchvision's ImageFolder accept).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ShapesData:
+    """The embedded shapes benchmark: an unbounded split, example ``i`` a pure function of
+    ``(seed, split, i)``; images ``(3, 64, 64)``, 10 classes, object masks."""
+
+    name = "shapes"
+    has_masks = True
+
+    def __init__(self, split: str = "test", seed: int = 0):
+        self.split, self.seed = split, seed
+        self.num_classes, self.classes, self.size = NUM_CLASSES, list(CLASSES), 64
+
+    def order(self, seed: int):
+        """Dataset order (the demo's examples are the first correctly classified ones)."""
+        return itertools.count()
+
+    def limit(self, n: int) -> int:
+        """How many candidates to try for ``n`` examples before declaring the model hopeless."""
+        return 50 * max(n, 64)
+
+    def load(self, indices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        xs, ys, ms = zip(*(example(int(i), self.split, self.seed) for i in indices), strict=True)
+        return torch.stack(xs), torch.tensor(ys, dtype=torch.long), torch.stack(ms)
+
+    def candidates_of_class(self, c: int, seed: int, index: int):
+        """Other examples of class ``c`` in an order seeded by ``(seed, index)`` (for donors)."""
+        start = int(np.random.default_rng([seed, 104_729, int(index)]).integers(0, 1_000_000))
+        for j in itertools.count(start):
+            if j != index and example(j, self.split, self.seed)[1] == c:
+                yield j
+
+    def describe(self) -> str:
+        return f"shapes ({self.split} split, seed {self.seed})"
+
+
+class FolderData:
+    """An ImageNet-style folder ``root/<class>/<image>``: images resized (shorter side to
+    ``size·256/224``) and centre-cropped to ``size``×``size``, in ``[0, 1]``.
+
+    ``labels="sorted"``: class ``k`` is the ``k``-th folder name in sorted order (torchvision's
+    ``ImageFolder``); ``labels="numeric"``: folder names are the model's class indices (``"207"``),
+    for a subset of a large label set such as ImageNet's."""
+
+    name = "folder"
+    has_masks = False
+
+    def __init__(self, root: str | Path, size: int = 224, labels: str = "sorted"):
+        from torchvision import datasets, transforms
+
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"data.root: image folder {str(root)!r} not found")
+        class_dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise ValueError(f"data.root: {root} has no class folders (expected {root}/<class>/<image>)")
+        tf = transforms.Compose([transforms.Resize(int(round(size * 256 / 224))), transforms.CenterCrop(size),
+                                 transforms.ToTensor()])
+        try:
+            self.ds = datasets.ImageFolder(str(root), transform=tf, allow_empty=True)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise ValueError(f"data.root: cannot read {root}: {e}") from None
+        if len(self.ds) == 0:
+            raise ValueError(f"data.root: no images under {root} (expected {root}/<class>/<image> with suffixes "
+                             f"{', '.join(IMAGE_SUFFIXES)})")
+        self.classes = list(self.ds.classes)
+        if labels == "numeric":
+            bad = [c for c in self.classes if not c.isdigit()]
+            if bad:
+                raise ValueError(f"data.labels: numeric needs class folders named by class index, got {bad[0]!r}")
+            ids = [int(c) for c in self.classes]
+            self.labels = [ids[t] for t in self.ds.targets]
+            self.num_classes = max(ids) + 1
+        else:
+            self.labels = list(self.ds.targets)
+            self.num_classes = len(self.classes)
+        self.root, self.size, self.label_mode = root, size, labels
+        self._by_class: dict[int, list[int]] = {}
+        for i, y in enumerate(self.labels):
+            self._by_class.setdefault(y, []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def class_name(self, label: int) -> str:
+        return str(label) if self.label_mode == "numeric" else self.classes[label]
+
+    def order(self, seed: int):
+        """Class-balanced order: each class's images shuffled (seeded by ``(seed, class)``), then
+        taken round-robin across classes."""
+        per_class = []
+        for c in sorted(self._by_class):
+            idx = np.array(self._by_class[c])
+            per_class.append(list(idx[np.random.default_rng([seed, 31_337, c]).permutation(len(idx))]))
+        for group in itertools.zip_longest(*per_class):
+            yield from (int(i) for i in group if i is not None)
+
+    def limit(self, n: int) -> int:
+        return len(self.ds)
+
+    def load(self, indices) -> tuple[torch.Tensor, torch.Tensor, None]:
+        xs = []
+        for i in indices:
+            try:
+                xs.append(self.ds[int(i)][0])
+            except Exception as e:  # noqa: BLE001 — a broken image file: name it
+                raise ValueError(f"cannot read image {self.ds.samples[int(i)][0]}: {e}") from None
+        x = torch.stack(xs)
+        if x.shape[1] != 3:
+            x = x[:, :1].expand(-1, 3, -1, -1).contiguous()
+        return x, torch.tensor([self.labels[int(i)] for i in indices], dtype=torch.long), None
+
+    def candidates_of_class(self, c: int, seed: int, index: int):
+        pool = [i for i in self._by_class.get(c, []) if i != index]
+        for k in np.random.default_rng([seed, 104_729, int(index)]).permutation(len(pool)):
+            yield pool[int(k)]
+
+    def describe(self) -> str:
+        return f"folder {self.root} ({len(self.ds)} images, {len(self.classes)} classes, {self.size}×{self.size})"
+
+
+def build_data(spec: dict):
+    """The dataset of a config's ``data`` mapping."""
+    if spec["name"] == "shapes":
+        return ShapesData(spec.get("split", "test"), spec["seed"])
+    return FolderData(spec["root"], spec.get("size", 224), spec.get("labels", "sorted"))
+
+
+def build_model(spec, device: str = "cpu"):
+    """The classifier of a config's ``model``: an embedded name, a torchvision architecture name,
+    or a mapping ``{name, weights, num_classes, mean, std}`` (see :func:`adv2.models.load`)."""
+    from adv2 import models
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    return models.load(spec["name"], weights=spec.get("weights"), num_classes=spec.get("num_classes"),
+                       device=device, mean=spec.get("mean"), std=spec.get("std"))
+
+
+def model_name(spec) -> str:
+    return spec if isinstance(spec, str) else spec["name"]
+
+
+@torch.no_grad()
+def check_classes(model, data, x: torch.Tensor) -> int:
+    """The model's number of outputs, checked against the data's classes (a ``ValueError`` when
+    they cannot fit together: a 1000-class network on a 10-class dataset, say)."""
+    k = int(model(x).shape[1])
+    if data.name == "folder" and data.label_mode == "numeric":
+        if k < data.num_classes:
+            raise ValueError(f"the model has {k} outputs, but the data's class folders go up to class "
+                             f"{data.num_classes - 1}")
+    elif k != data.num_classes:
+        hint = ("; name the class folders by the model's class indices and set data.labels: numeric"
+                if data.name == "folder" and k > data.num_classes else "")
+        raise ValueError(f"the model has {k} outputs, but the data ({data.describe()}) has {data.num_classes} "
+                         f"classes{hint}")
+    return k
+
+
+@torch.no_grad()
+def select_examples(model, data, n: int, seed: int, device="cpu", chunk: int = 64):
+    """The first ``n`` examples in ``data.order(seed)`` that ``model`` classifies correctly.
+
+    Returns ``(images, labels, masks or None, indices, scanned)``. A ``ValueError`` when the model
+    classifies (almost) none of them correctly; fewer than ``n`` when a folder runs out."""
+    order, limit = data.order(seed), data.limit(n)
+    xs, ys, ms, idx = [], [], [], []
+    scanned = found = 0
+    while found < n and scanned < limit:
+        ids = list(itertools.islice(order, min(chunk, limit - scanned)))
+        if not ids:
+            break
+        x, y, m = data.load(ids)
+        if scanned == 0:
+            check_classes(model, data, x[:1].to(device))
+        ok = (model(x.to(device)).argmax(1).cpu() == y).nonzero()[:, 0][: n - found]
+        xs.append(x[ok]), ys.append(y[ok]), idx.extend(ids[int(j)] for j in ok)
+        if m is not None:
+            ms.append(m[ok])
+        found += len(ok)
+        scanned += len(ids)
+    if found == 0 or (found < n and found < 0.05 * scanned):
+        raise ValueError(f"the model classifies {found} of the {scanned} images it was shown correctly; check that "
+                         "the model, its weights and normalisation, and the class order fit the data")
+    return torch.cat(xs), torch.cat(ys), (torch.cat(ms) if ms else None), idx, scanned
+
+
+@torch.no_grad()
+def find_donors(model, data, targets: torch.Tensor, indices, seed: int, device="cpu", tries: int = 200) -> list[int]:
+    """For each example, another image of its target class that ``model`` classifies correctly
+    (for the ``other`` target-map policy), chosen in an order seeded by ``(seed, index)``."""
+    donors = []
+    for c, i in zip(targets.tolist(), indices, strict=True):
+        found = None
+        for j in itertools.islice(data.candidates_of_class(c, seed, i), tries):
+            x, y, _ = data.load([j])
+            if int(model(x.to(device)).argmax(1)) == y.item():
+                found = j
+                break
+        if found is None:
+            raise ValueError(f"target_map other: no image of class {c} that the model classifies correctly "
+                             f"(needed for example {i})")
+        donors.append(found)
+    return donors
