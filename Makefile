@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,7 +16,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/adv2 demo
 
-test: $(STAMP)
+# the report's browser test renders in Debian's chromium; installed here when missing (skipped if that fails)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  ( $$SUDO apt-get install -y -q chromium || ( $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium ) ) \
+	    >/dev/null 2>&1 || echo "note: could not install chromium; the report's browser test will be skipped"; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -31,6 +31,14 @@ def _merge(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from adv2.report import build_report
+
+    path = build_report(args.run_dir)
+    print(f"report: {path} (tables: {path.parent / 'report.md'}, figures: {path.parent / 'figures'})")
+    return 0
+
+
 def _train_zoo(args) -> int:
     from adv2.models.loading import weights_dir
     from adv2.models.train import train_zoo
@@ -129,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
     rn = sub.add_parser("run", help="run an experiment config (resumable, shardable, torchrun-aware)")
-    rn.add_argument("config", help="a YAML config, e.g. configs/demo.yaml")
+    rn.add_argument("config", help="a YAML config file, or a shipped config by name: demo, q1, q2, q3, q4, "
+                                   "transfer-models")
     rn.add_argument("--out", default=None, help="run directory (default runs/CONFIG-NAME)")
     rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config entry: data.n=4, eps=0.02, budgets.cam.steps=100, or attacks.steps=K "
@@ -141,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="build a run's results (table, summary, figure) from the batches of all shards")
     mg.add_argument("run_dir", help="the run directory the shards wrote to")
     mg.set_defaults(func=_merge)
+    rp = sub.add_parser("report", help="HTML page (images embedded), Markdown tables and PNG figures of a run")
+    rp.add_argument("run_dir", help="a finished run directory")
+    rp.set_defaults(func=_report)
     t = sub.add_parser("train-zoo", help="reproduce an embedded model's weights from a seed")
     t.add_argument("name", help="shapes-resnet or shapes-densenet")
     t.add_argument("--seed", type=int, default=0)

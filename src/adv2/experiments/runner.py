@@ -246,8 +246,8 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
                                     iterations=iterations_of(atk))
             tensors[f"map_{a}_{name}"] = res.map.detach()
         bar.update()
-    if transfer.get("interpreters"):  # ADV² made against A, measured under every B
-        for a in attacks:
+    if transfer.get("interpreters"):  # ADV² made against A, measured under every B (baselines ignore A)
+        for a in (a for a in attacks if a not in baselines):
             for made in interps:
                 res = adv[(a, made)]
                 for name, g in interps.items():
@@ -289,7 +289,8 @@ def _summarize_transfer(trows: list[dict], main: list[dict]) -> list[dict]:
 def finish_run(out: str | Path, verbose: bool = True) -> dict:
     """Build a run's results from its finished batches (all shards): ``examples.csv``,
     ``summary.json``, ``tensors.safetensors``, ``env.json``, ``maps.png``, ``summary.md`` (and,
-    with transfer measurements, ``transfer.csv``); return the summary (``adv2 merge``). A
+    with transfer measurements, ``transfer.csv``) and the report (``report.html``, ``report.md``,
+    ``figures/``, :func:`adv2.report.build_report`); return the summary (``adv2 merge``). A
     ``ValueError`` names the batches still missing."""
     import csv
     import io
@@ -310,7 +311,8 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     order = {a: i for i, a in enumerate(ATTACKS)}
     rows = summarize(examples)
     rows.sort(key=lambda r: (names.index(r["interpreter"]), order[r["attack"]]))
-    maps = {k: {a: tensors[f"map_{a}_{k}"] for a in ("benign", *attacks)} for k in names}
+    maps = {k: {a: tensors[f"map_{a}_{k}"] for a in ("benign", "target", *attacks) if f"map_{a}_{k}" in tensors}
+            for k in names}
     summary = {"model": model_name(config["model"]), "n": n, "seed": config["data"]["seed"],
                "target_map": config.get("target_map", "benign"), "rows": rows}
     if "masks" in tensors:
@@ -340,7 +342,10 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     if trows:
         md += "\n" + markdown_table(summary["transfer"], TRANSFER_KEYS) + "\n"
     atomic_write_bytes(out / "summary.md", md.encode())
-    store.log(f"results built from {len(examples)} rows")
+    from adv2.report import build_report
+
+    report = build_report(out)
+    store.log(f"results built from {len(examples)} rows; report {report.name}")
     if verbose:
         print(format_table(rows, keys))
         if trows:
@@ -349,5 +354,5 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
         if "benign" in summary:
             print("benign pointing game: " + ", ".join(f"{k} {v['pointing_game']:.3f}"
                                                        for k, v in summary["benign"].items()))
-        print(f"run directory: {out}  ({summary['seconds']:.0f} s of attacks)")
+        print(f"run directory: {out}  ({summary['seconds']:.0f} s of attacks; report: {report})")
     return summary

@@ -232,8 +232,9 @@ def discard_run(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     shutil.rmtree(run_dir / "batches", ignore_errors=True)
     for name in ("config.yaml", "env.json", "examples.csv", "summary.json", "tensors.safetensors", "maps.png",
-                 "summary.md"):
+                 "summary.md", "transfer.csv", "report.html", "report.md"):
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "figures", ignore_errors=True)
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:

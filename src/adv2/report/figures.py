@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-ATTACK_TITLES = {"benign": "benign", "pgd": "PGD", "adv2": "ADV²", "stadv": "StAdv", "adv2-stadv": "ADV²-StAdv"}
+ATTACK_TITLES = {"benign": "benign", "target": "target", "pgd": "PGD", "adv2": "ADV²", "stadv": "StAdv",
+                 "adv2-stadv": "ADV²-StAdv"}
 
 
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -23,7 +24,8 @@ def maps_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], 
                 labels: list[str] | None = None, max_rows: int = 6, title: str | None = None) -> Path:
     """Save a grid: rows = examples; columns = image, then per interpreter the benign map and the
     map under each attack, in the order of :data:`ATTACK_TITLES` (``maps[interpreter][attack]``
-    are ``(N, 1, h, w)`` in ``[0, 1]``; attacks ``benign, pgd, adv2, stadv, adv2-stadv``)."""
+    are ``(N, 1, h, w)`` in ``[0, 1]``; keys ``benign, target, pgd, adv2, stadv, adv2-stadv``,
+    ``target`` only where the target map is not the benign one)."""
     n = min(images.shape[0], max_rows)
     size = tuple(images.shape[-2:])
     cols = [("image", None, None)]
@@ -45,6 +47,61 @@ def maps_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], 
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(head, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: str = "",
+            xlabel: str = "", ylabel: str = "", fmt: str = "{:.3f}", cmap: str = "viridis_r") -> Path:
+    """Save ``matrix`` (a list of rows; ``None`` cells blank) as an annotated heatmap PNG."""
+    import numpy as np
+
+    a = np.array([[np.nan if v is None else float(v) for v in r] for r in matrix], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.2, 0.6 * len(rows) + 1.4))
+    im = ax.imshow(a, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8), ax.set_ylabel(ylabel, fontsize=8)
+    finite = a[np.isfinite(a)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if np.isfinite(a[i, j]):
+                ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if a[i, j] > mid else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Bars of ``success_rate`` and ``l1`` per interpreter, one bar per attack (summary rows)."""
+    import numpy as np
+
+    interps = list(dict.fromkeys(r["interpreter"] for r in rows))
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    by = {(r["attack"], r["interpreter"]): r for r in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.4 * len(interps) * 2), 3.0))
+    width = 0.8 / max(len(attacks), 1)
+    for ax, key, label in ((axes[0], "success_rate", "success rate"), (axes[1], "l1", "L1 to the target map")):
+        for k, a in enumerate(attacks):
+            vals = [by.get((a, i), {}).get(key) for i in interps]
+            ax.bar(np.arange(len(interps)) + k * width, [np.nan if v is None else v for v in vals], width,
+                   label=ATTACK_TITLES.get(a, a))
+        ax.set_xticks(np.arange(len(interps)) + width * (len(attacks) - 1) / 2, interps, fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+    axes[0].set_ylim(0, 1.05)
+    axes[1].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
