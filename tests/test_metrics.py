@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from adv2 import metrics
 from adv2.metrics import (
     confidence,
     iou_test,
@@ -316,3 +317,57 @@ def test_classifier_metrics_bad_inputs(tiny_model):
         success(tiny_model, x[0], torch.tensor([0]))
     with pytest.raises(ValueError, match="batch_size"):
         success(tiny_model, x, torch.tensor([0, 1]), batch_size=0)
+
+
+# --------------------------------------------------------------------------- the robustness literature's measures
+
+
+def _random_maps(seed, shape=(6, 1, 11, 9)):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(shape, generator=g)
+    b = (0.6 * a + 0.6 * torch.rand(shape, generator=g)).clamp(0, 1)
+    b[0] = torch.round(b[0] * 4) / 4  # ties for the rank correlation
+    return a, b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_similarity_measures_match_scipy_and_scikit_image(seed):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    ndimage = pytest.importorskip("scipy.ndimage")
+    skm = pytest.importorskip("skimage.metrics")
+    a, b = _random_maps(seed)
+    got = {f: getattr(metrics, f)(a, b) for f in ("pearson", "spearman", "ssim", "center_of_mass_shift", "cosine")}
+    for j in range(a.shape[0]):
+        A, B = a[j, 0].double().numpy(), b[j, 0].double().numpy()
+        assert got["pearson"][j] == pytest.approx(scipy_stats.pearsonr(A.ravel(), B.ravel())[0], abs=1e-5)
+        assert got["spearman"][j] == pytest.approx(scipy_stats.spearmanr(A.ravel(), B.ravel())[0], abs=1e-5)
+        assert got["ssim"][j] == pytest.approx(skm.structural_similarity(A, B, data_range=1.0), abs=1e-5)
+        com = np.subtract(ndimage.center_of_mass(A), ndimage.center_of_mass(B))
+        assert got["center_of_mass_shift"][j] == pytest.approx(np.linalg.norm(com), abs=1e-5)
+        cos = float(A.ravel() @ B.ravel() / np.linalg.norm(A) / np.linalg.norm(B))
+        assert got["cosine"][j] == pytest.approx(cos, abs=1e-5)
+
+
+def test_topk_intersection_counts_the_shared_top_pixels():
+    a = torch.arange(20.0).view(1, 1, 4, 5)
+    b = a.clone()
+    assert metrics.topk_intersection(a, b, k=0.2).item() == 1.0
+    b.view(-1)[[19, 18]] = -1.0  # two of a's top four leave b's top four
+    assert metrics.topk_intersection(a, b, k=0.2).item() == 0.5
+    assert metrics.topk_intersection(a, -a, k=0.2).item() == 0.0
+
+
+def test_similarity_measures_edge_cases_and_bad_input():
+    z, r = torch.zeros(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    assert torch.equal(metrics.pearson(z, r), torch.zeros(2)) and torch.equal(metrics.cosine(z, r), torch.zeros(2))
+    assert torch.allclose(metrics.ssim(r, r), torch.ones(2)) and torch.allclose(metrics.pearson(r, r), torch.ones(2))
+    assert torch.equal(metrics.center_of_mass_shift(r, r), torch.zeros(2))
+    assert metrics.ssim(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4)).shape == (1,)  # smaller than the window
+    for f in (metrics.pearson, metrics.spearman, metrics.ssim, metrics.topk_intersection,
+              metrics.center_of_mass_shift, metrics.cosine):
+        with pytest.raises(ValueError):
+            f(r, torch.rand(2, 1, 8, 9))
+        with pytest.raises(ValueError):
+            f(r, r * float("nan"))
+    with pytest.raises(ValueError, match="win_size"):
+        metrics.ssim(r, r, win_size=4)

@@ -31,6 +31,17 @@ def _merge(args) -> int:
     return 0
 
 
+def _audit(args) -> int:
+    from adv2.experiments.audit import DEFAULT_EPS, parse_eps, run_audit
+
+    eps = parse_eps(args.eps) if args.eps else DEFAULT_EPS
+    run_audit(model_name=args.model, interpreter_names=tuple(args.interpreter.split(",")), eps=eps,
+              objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
+              steps=args.steps, samples=args.samples, seed=args.seed, out=args.out, weights=args.weights,
+              num_classes=args.num_classes, progress=not args.no_progress)
+    return 0
+
+
 def _report(args) -> int:
     from adv2.report import build_report
 
@@ -100,11 +111,17 @@ def _eval_aid(args) -> int:
 
 def _list(args) -> int:
     from adv2 import interpreters
+    from adv2.experiments.config import shipped_configs
     from adv2.models import EMBEDDED
 
     print("models:       " + ", ".join(EMBEDDED) + " (embedded); any torchvision classifier with --weights")
     print("interpreters: " + ", ".join(interpreters.names()))
     print("attacks:      pgd, adv2 (L∞: sign steps; line search for mask), stadv, adv2-stadv (flow field: Adam)")
+    print("objectives:   adv2, manipulate (keep the prediction, reach a target map), fragility (keep the "
+          "prediction, push the map away); adv2 audit")
+    print("captum:       captum-saliency, captum-inputxgradient, captum-integratedgradients, captum-layergradcam, "
+          "captum-smoothgrad (adv2 audit --interpreter; Python: adv2.interpreters.from_captum)")
+    print("configs:      " + ", ".join(shipped_configs()) + " (adv2 run NAME)")
     print("defenses:     aid (adv2 train-aid / eval-aid)")
     return 0
 
@@ -150,6 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="build a run's results (table, summary, figure) from the batches of all shards")
     mg.add_argument("run_dir", help="the run directory the shards wrote to")
     mg.set_defaults(func=_merge)
+    au = sub.add_parser("audit", help="worst-case (ADV², manipulate, fragility) vs random-noise sensitivity of a "
+                                      "model's maps, per ε; writes OUT/audit.json and OUT/audit.png")
+    au.add_argument("--model", default="shapes-resnet",
+                    help="an embedded model, or a torchvision architecture with --weights FILE")
+    au.add_argument("--weights", default=None, help="local .pth / .safetensors state dict for --model")
+    au.add_argument("--num-classes", type=int, default=None, help="output classes of --model (with --weights)")
+    au.add_argument("--interpreter", default="grad,cam",
+                    help="comma-separated: grad, cam, gradcam, mask, rts, or captum-saliency, captum-inputxgradient, "
+                         "captum-integratedgradients, captum-layergradcam, captum-smoothgrad (default grad,cam)")
+    au.add_argument("--objectives", default="adv2,manipulate,fragility", help="some of adv2, manipulate, fragility")
+    au.add_argument("--data", default=None, help="an image folder root/<class>/<image> (default: embedded shapes)")
+    au.add_argument("--size", type=int, default=224, help="image side for --data (default 224)")
+    au.add_argument("--eps", default=None, help="comma-separated budgets, e.g. 1/255,2/255,4/255,8/255 (the default)")
+    au.add_argument("-n", "--n", type=int, default=12, dest="n", help="images (correctly classified; default 12)")
+    au.add_argument("--steps", type=int, default=80, help="iterations per attack (default 80)")
+    au.add_argument("--samples", type=int, default=8, help="random-noise draws per image (default 8)")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--out", default="runs/audit", help="output folder (default runs/audit)")
+    au.add_argument("--no-progress", action="store_true")
+    au.set_defaults(func=_audit)
     rp = sub.add_parser("report", help="HTML page (images embedded), Markdown tables and PNG figures of a run")
     rp.add_argument("run_dir", help="a finished run directory")
     rp.set_defaults(func=_report)

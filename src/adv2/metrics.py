@@ -10,7 +10,11 @@ benign/target map), all batched and returning one value per example, shape ``(N,
 
 * :func:`lp_distance` -- mean absolute (``p=1``) or root-mean-square (``p=2``) pixel difference;
 * :func:`iou_test` -- IoU of the top-k pixel masks, averaged over several k;
-* :func:`pointing_game` -- is the map's maximum inside the ground-truth object mask.
+* :func:`pointing_game` -- is the map's maximum inside the ground-truth object mask;
+* the similarity measures of the explanation-robustness literature: :func:`pearson`,
+  :func:`spearman` (rank correlation), :func:`ssim` (structural similarity as scikit-image's
+  default), :func:`topk_intersection` and :func:`center_of_mass_shift` (Ghorbani et al. 2019),
+  :func:`cosine`.
 
 Maps are float tensors ``(N, 1, h, w)`` (``(N, h, w)`` is accepted too), normally in ``[0, 1]``.
 """
@@ -27,12 +31,18 @@ from torch import nn
 from adv2._validate import check_images, check_targets, num_classes_of
 
 __all__ = [
+    "center_of_mass_shift",
     "confidence",
+    "cosine",
     "iou_test",
     "lp_distance",
+    "pearson",
     "pointing_game",
+    "spearman",
+    "ssim",
     "success",
     "success_rate",
+    "topk_intersection",
     "topk_mask",
 ]
 
@@ -292,3 +302,103 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         m4 = F.interpolate(m4, size=(H, W), mode="bilinear", align_corners=False)
     idx = m4.flatten(1).argmax(1)
     return inside.flatten(1).to(idx.device).gather(1, idx.view(-1, 1)).squeeze(1)
+
+
+# --------------------------------------------------------------------------- similarity measures
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of the pixels of two maps, per example: ``(N,)`` in ``[-1, 1]``
+    (``scipy.stats.pearsonr``); 0 where either map is constant (where scipy gives NaN)."""
+    a4, b4 = _map_pair(a, b)
+    x, y = a4.flatten(1).double(), b4.flatten(1).double()
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    den = x.norm(dim=1) * y.norm(dim=1)
+    r = (x * y).sum(1) / den.clamp_min(1e-300)
+    return torch.where(den > 0, r.clamp(-1, 1), torch.zeros_like(r)).float()
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Average ranks (1-based, ties share their mean rank) along dim 1, as ``scipy.stats.rankdata``."""
+    s = torch.sort(v, dim=1).values.contiguous()
+    left = torch.searchsorted(s, v.contiguous(), side="left")
+    right = torch.searchsorted(s, v.contiguous(), side="right")
+    return (left + right + 1).double() / 2
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of the pixels of two maps, per example: ``(N,)`` in ``[-1, 1]``
+    (``scipy.stats.spearmanr``: Pearson of average ranks); 0 where either map is constant."""
+    a4, b4 = _map_pair(a, b)
+    ra, rb = _ranks(a4.flatten(1)), _ranks(b4.flatten(1))
+    n = ra.shape[0]
+    return pearson(ra.view(n, 1, 1, -1), rb.view(n, 1, 1, -1))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, win_size: int = 7, data_range: float = 1.0) -> torch.Tensor:
+    """Mean structural similarity of two maps, per example: ``(N,)`` in ``[-1, 1]``.
+
+    The definition of ``skimage.metrics.structural_similarity(a, b, data_range=1.0)``: a uniform
+    ``win_size``×``win_size`` window, sample covariances, K1 = 0.01, K2 = 0.03, averaged over
+    the positions where the window fits. Maps smaller than the window use the largest odd window
+    that fits (scikit-image refuses them)."""
+    a4, b4 = _map_pair(a, b)
+    if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 1 or win_size % 2 == 0:
+        raise ValueError(f"win_size must be an odd positive integer, got {win_size!r}")
+    if not isinstance(data_range, (int, float)) or isinstance(data_range, bool) or not data_range > 0:
+        raise ValueError(f"data_range must be a positive number, got {data_range!r}")
+    small = min(a4.shape[-2:])
+    win = min(win_size, small if small % 2 else small - 1)
+    x, y = a4.double(), b4.double()
+    np_ = win * win
+    cov = np_ / (np_ - 1) if np_ > 1 else 1.0
+
+    def mean(t):
+        return F.avg_pool2d(t, win, stride=1)
+
+    ux, uy = mean(x), mean(y)
+    vx = cov * (mean(x * x) - ux * ux)
+    vy = cov * (mean(y * y) - uy * uy)
+    vxy = cov * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: float = 0.1) -> torch.Tensor:
+    """Top-k intersection (Ghorbani et al. 2019): the fraction of the top-``k`` pixels of ``a``
+    (``k`` a fraction of the map, as :func:`topk_mask`) that are also among the top-``k`` of
+    ``b``: ``(N,)`` in ``[0, 1]``."""
+    a4, b4 = _map_pair(a, b)
+    ma, mb = topk_mask(a4, k).flatten(1), topk_mask(b4, k).flatten(1)
+    return (ma & mb).sum(1).float() / ma.sum(1).float()
+
+
+def _center_of_mass(m: torch.Tensor) -> torch.Tensor:
+    """Centres of mass ``(N, 2)`` (row, column, in pixels of the map) of ``(N, 1, h, w)`` maps;
+    a map with no mass has its centre in the middle."""
+    n, _, h, w = m.shape
+    mass = m.double().flatten(1).sum(1)
+    rows = torch.arange(h, dtype=torch.float64, device=m.device)
+    cols = torch.arange(w, dtype=torch.float64, device=m.device)
+    r = (m.double().sum(3)[:, 0] * rows).sum(1)
+    c = (m.double().sum(2)[:, 0] * cols).sum(1)
+    middle = torch.tensor([(h - 1) / 2, (w - 1) / 2], dtype=torch.float64, device=m.device)
+    com = torch.stack([r, c], 1) / mass.clamp_min(1e-300)[:, None]
+    return torch.where((mass > 0)[:, None], com, middle)
+
+
+def center_of_mass_shift(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance between the maps' centres of mass (Ghorbani et al. 2019), in pixels of the map
+    (``scipy.ndimage.center_of_mass``; maps should be non-negative): ``(N,)``, ≥ 0."""
+    a4, b4 = _map_pair(a, b)
+    return (_center_of_mass(a4) - _center_of_mass(b4)).norm(dim=1).float()
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of the flattened maps, per example: ``(N,)`` in ``[-1, 1]``; 0 where
+    either map is all zero."""
+    a4, b4 = _map_pair(a, b)
+    x, y = a4.flatten(1).double(), b4.flatten(1).double()
+    den = x.norm(dim=1) * y.norm(dim=1)
+    return torch.where(den > 0, (x * y).sum(1) / den.clamp_min(1e-300), torch.zeros_like(den)).float()

@@ -32,6 +32,7 @@ from adv2.attacks.flow import flow_loss, warp_unchecked
 from adv2.attacks.pgd import pgd_step, quantize
 from adv2.attacks.result import AttackResult, finish
 from adv2.attacks.steps import SearchStep, SignStep
+from adv2.metrics import topk_mask
 
 #: Paper defaults (Table 10, PGD-based ADV²) per interpreter: joint iterations and λ on the
 #: per-pixel mean squared error (= the paper's λ on the summed error × its map size: GRAD
@@ -64,6 +65,11 @@ FLOW_DEFAULTS = {
 }
 FLOW_DEFAULTS["rts-aid"] = FLOW_DEFAULTS["rts"]
 PERTURBATIONS = ("linf", "flow")
+#: What the loop optimises (the audit's names): ADV² (reach c_t, keep the map at m_t);
+#: ``manipulate`` (Dombrowski et al. 2019: keep the prediction, reach m_t); ``fragility``
+#: (Ghorbani et al. 2019: keep the prediction, push the map away from the benign one).
+OBJECTIVES = ("adv2", "manipulate", "fragility")
+MEASURES = ("topk", "center_of_mass")
 SCHEDULES = ("linear", "constant")
 STEP_RULES = ("sign", "search")
 MASK_LOSSES = ("unroll", "objective")
@@ -88,12 +94,33 @@ class AttackContext:
     target_class: torch.Tensor
     m_t: torch.Tensor
     eps: float | None
+    objective: str = "adv2"
+    measure: str = "topk"
+    k: float = 0.1
+    p_benign: torch.Tensor | None = None
 
     def distance(self, m: torch.Tensor) -> torch.Tensor:
-        """Per-example mean squared error ``(N,)`` between maps ``m`` and the target maps."""
+        """The interpretation loss ``(N,)`` of maps ``m`` (lower is better): for ``adv2`` and
+        ``manipulate`` the per-example mean squared error to the target maps; for ``fragility``
+        (``m_t`` = the benign map) the mean of ``m`` over the benign map's top-``k`` pixels
+        (``measure="topk"``) or minus the centre-of-mass shift over the map's diagonal
+        (``"center_of_mass"``)."""
         if m.shape[-2:] != self.m_t.shape[-2:]:
             self.m_t = resize_map(self.m_t, m.shape[-2:])
-        return (m - self.m_t).pow(2).flatten(1).mean(1)
+        if self.objective != "fragility":
+            return (m - self.m_t).pow(2).flatten(1).mean(1)
+        if self.measure == "topk":
+            top = topk_mask(self.m_t, self.k).flatten(1).to(m.dtype)
+            return (m.flatten(1) * top).sum(1) / top.sum(1)
+        h, w = m.shape[-2:]
+        return -(_center(m) - _center(self.m_t)).norm(dim=1) / math.hypot(h, w)
+
+    def prediction_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(N,)``: the cross-entropy towards the target class (``adv2``), or towards the benign
+        output distribution (``manipulate``, ``fragility``: keep the prediction and its confidence)."""
+        if self.p_benign is None:
+            return F.cross_entropy(logits, self.target_class, reduction="none")
+        return F.cross_entropy(logits, self.p_benign, reduction="none")
 
     def quantize(self, x_adv: torch.Tensor) -> torch.Tensor:
         """``x_adv`` on the 8-bit grid, inside the ε-ball (:func:`adv2.attacks.pgd.quantize`; for the
@@ -101,6 +128,15 @@ class AttackContext:
         if self.eps is None:
             return (torch.round(x_adv * 255) / 255).clamp(0, 1)
         return quantize(x_adv, self.x, self.eps)
+
+
+def _center(m: torch.Tensor) -> torch.Tensor:
+    """Differentiable centres of mass ``(N, 2)`` (row, column in pixels) of maps ``(N, 1, h, w)``."""
+    h, w = m.shape[-2:]
+    mass = m.flatten(1).sum(1).clamp_min(1e-12)
+    rows = torch.arange(h, dtype=m.dtype, device=m.device)
+    cols = torch.arange(w, dtype=m.dtype, device=m.device)
+    return torch.stack([(m.sum(3)[:, 0] * rows).sum(1), (m.sum(2)[:, 0] * cols).sum(1)], 1) / mass[:, None]
 
 
 class BoxPerturbation:
@@ -225,12 +261,22 @@ class ADV2:
         flow_lr: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         progress: bool = False,
+        objective: str = "adv2",
+        measure: str = "topk",
+        k: float = 0.1,
     ):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+        if measure not in MEASURES:
+            raise ValueError(f"unknown measure {measure!r}; expected one of {MEASURES}")
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= 1:
+            raise ValueError(f"k must be a number in (0, 1], got {k!r}")
+        self.objective, self.measure, self.k = objective, measure, float(k)
         if perturbation not in PERTURBATIONS:
             raise ValueError(f"unknown perturbation {perturbation!r}; expected one of {PERTURBATIONS}")
         if lam_schedule not in SCHEDULES:
             raise ValueError(f"unknown lam_schedule {lam_schedule!r}; expected one of {SCHEDULES}")
-        name = getattr(interpreter, "name", "")
+        name = getattr(interpreter, "defaults_like", getattr(interpreter, "name", ""))  # wrapped: its family's
         defaults = PAPER_DEFAULTS.get(name, PAPER_DEFAULTS["cam"])
         if perturbation == "flow":
             if step_rule is not None:
@@ -304,8 +350,15 @@ class ADV2:
         x = x.detach()
         m_t = self.benign_map(x) if target_map is None else check_maps(target_map, n).detach().to(x)
 
+        if self.objective == "manipulate" and target_map is None:
+            raise ValueError("objective='manipulate' needs a target_map (the map to reach)")
+        p_benign = None
+        if self.objective != "adv2":
+            with torch.no_grad():
+                p_benign = F.softmax(self.model(x), 1)
         flow = self.perturbation == "flow"
-        ctx = AttackContext(x, target_class, m_t, None if flow else self.eps)
+        ctx = AttackContext(x, target_class, m_t, None if flow else self.eps, self.objective, self.measure, self.k,
+                            p_benign)
         tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss,
                                            lam_enc=self.lam_enc)
         if flow:
@@ -340,8 +393,7 @@ class ADV2:
                         best_var = torch.where(better[:, None, None, None], var.detach(), best_var)
             if last:
                 break
-            ce = F.cross_entropy(logits, target_class, reduction="none")
-            loss = ce + self.lam_at(t) * d
+            loss = ctx.prediction_loss(logits) + self.lam_at(t) * d
             if aux is not None:
                 loss = loss + aux
             pen = pert.penalty(var)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from adv2.interpreters.base import Interpreter, MapTracker, minmax
 from adv2.interpreters.cam import CAM, GradCAM
+from adv2.interpreters.captum import CaptumInterpreter, CaptumStyle, explain_func, from_captum
 from adv2.interpreters.grad import Grad
 from adv2.interpreters.mask import Mask, MaskState
 from adv2.interpreters.rts import RTS, RTSNet
@@ -37,6 +38,6 @@ def names() -> list[str]:
 
 
 __all__ = [
-    "CAM", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState", "REGISTRY", "RTS", "RTSNet",
-    "get", "minmax", "names", "smooth_relu",
+    "CAM", "CaptumInterpreter", "CaptumStyle", "Grad", "GradCAM", "Interpreter", "MapTracker", "Mask", "MaskState",
+    "REGISTRY", "RTS", "RTSNet", "explain_func", "from_captum", "get", "minmax", "names", "smooth_relu",
 ]

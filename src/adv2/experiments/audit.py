@@ -1,0 +1,198 @@
+"""``adv2 audit``: how easily can a model's explanations be manipulated? Worst case against average case.
+
+For each interpreter and each ε, on correctly classified images:
+
+- ``adv2``: ADV² reaches a random target class while keeping the benign map (L1 to the benign map);
+- ``manipulate``: keeps the prediction and moves the map to a random shape (L1 to that target;
+  ``l1_start`` is the benign map's L1 to it);
+- ``fragility``: keeps the prediction and pushes the map away from the benign one (L1 to it);
+- ``random_l1``: what random noise of the same ε does to the map (uniform in the ε-ball, the
+  worst of ``samples`` draws per image, as Captum's ``sensitivity_max`` and Quantus'
+  ``MaxSensitivity`` measure it), beside every row.
+
+Writes ``OUT/audit.json`` (``rows`` with ``interpreter, objective, eps, success_rate, l1,
+random_l1, n`` …) and ``OUT/audit.png`` (map distance against ε per interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from adv2 import interpreters, metrics
+from adv2.attacks.presets import PRESETS, preset
+from adv2.experiments.sampling import target_classes
+from adv2.experiments.store import atomic_write_bytes, env_info, format_table
+from adv2.experiments.targets import shape_maps
+
+DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+#: Captum methods ``adv2 audit --interpreter`` knows by name (captum must be installed).
+CAPTUM_NAMES = ("captum-saliency", "captum-inputxgradient", "captum-integratedgradients", "captum-layergradcam",
+                "captum-smoothgrad")
+
+
+def parse_eps(text: str) -> tuple[float, ...]:
+    """``"1/255,2/255,0.03"`` → floats, each in (0, 1]."""
+    out = []
+    for part in str(text).split(","):
+        try:
+            v = float(Fraction(part.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"--eps expects comma-separated numbers or fractions like 4/255, got {part!r}") from None
+        if not 0 < v <= 1:
+            raise ValueError(f"each eps must be in (0, 1], got {part.strip()}")
+        out.append(v)
+    if not out:
+        raise ValueError("--eps needs at least one value")
+    return tuple(out)
+
+
+def build_interpreter(name: str, model):
+    """An adv2 interpreter by name, or a wrapped Captum method (``captum-saliency``, ...)."""
+    if not name.startswith("captum-"):
+        return interpreters.get(name, model)
+    if name not in CAPTUM_NAMES:
+        raise ValueError(f"unknown captum method {name!r}; known: {', '.join(CAPTUM_NAMES)}")
+    try:
+        import captum.attr as ca
+    except ImportError:
+        raise ValueError(f"{name} needs captum: pip install 'adv2[captum]'") from None
+    from adv2.interpreters.cam import GradCAM
+
+    if name == "captum-saliency":
+        return interpreters.from_captum(ca.Saliency(model))
+    if name == "captum-inputxgradient":
+        return interpreters.from_captum(ca.InputXGradient(model))
+    if name == "captum-integratedgradients":
+        return interpreters.from_captum(ca.IntegratedGradients(model), n_steps=8)
+    if name == "captum-smoothgrad":
+        return interpreters.from_captum(ca.NoiseTunnel(ca.Saliency(model)), nt_type="smoothgrad", nt_samples=4,
+                                        stdevs=0.05)
+    return interpreters.from_captum(ca.LayerGradCam(model, GradCAM(model).site.layer))
+
+
+@torch.no_grad()
+def random_l1(g, x, y, benign, eps: float, samples: int, seed: int) -> torch.Tensor:
+    """Per example, the largest L1 of ``g(x + u) `` to ``benign`` over ``samples`` draws of ``u``
+    uniform in the ε-ball (images clipped to [0, 1]); seeded."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    worst = torch.zeros(x.shape[0], device=x.device)
+    for _ in range(samples):
+        u = (torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1) * eps
+        with torch.enable_grad():
+            m = g((x + u).clamp(0, 1), y)
+        worst = torch.maximum(worst, metrics.lp_distance(m.detach(), benign))
+    return worst
+
+
+def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam"), eps=DEFAULT_EPS,
+              objectives=PRESETS, data: str | None = None, size: int = 224, n: int = 12, steps: int = 80,
+              samples: int = 8, seed: int = 0, out: str | Path = "runs/audit", weights: str | None = None,
+              num_classes: int | None = None, progress: bool = True, verbose: bool = True) -> dict:
+    """Run the audit (see the module docstring) and write ``out/audit.json`` and ``out/audit.png``;
+    return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up)."""
+    from adv2.experiments.sources import FolderData, ShapesData, build_model, select_examples
+
+    for o in objectives:
+        if o not in PRESETS:
+            raise ValueError(f"unknown objective {o!r}; expected some of {', '.join(PRESETS)}")
+    for k, v, lo in (("n", n, 1), ("steps", steps, 1), ("samples", samples, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{k} must be an integer ≥ {lo}, got {v!r}")
+    eps = tuple(eps)
+    net = build_model({"name": model_name, "weights": weights, "num_classes": num_classes})
+    interps = {name: build_interpreter(name, net) for name in interpreter_names}
+    dataset = FolderData(data, size) if data is not None else ShapesData("test", seed)
+    x, y, _, idx, _ = select_examples(net, dataset, n, seed)
+    for g in interps.values():
+        g.validate(x)
+    num = int(net(x[:1]).shape[1])
+    ct = target_classes(y, idx, seed, num)
+    rows, t_start = [], time.time()
+    bar = tqdm(total=len(interps) * len(eps) * len(objectives), desc="audit", disable=not progress)
+    for name, g in interps.items():
+        benign = g(x, y).detach()
+        shapes_t = shape_maps(*benign.shape[-2:], seed, idx)
+        for e in eps:
+            rnd = random_l1(g, x, y, benign, e, samples, seed)
+            for obj in objectives:
+                t0 = time.time()
+                kw = {"eps": e, "alpha": min(1 / 255, e / 4), "steps": steps}
+                if obj == "adv2":
+                    atk = preset(obj, net, g, warmup=steps // 2, **kw)
+                    res = atk(x, ct, target_map=benign)
+                    ref = benign
+                elif obj == "manipulate":
+                    res = preset(obj, net, g, **kw)(x, shapes_t)
+                    ref = shapes_t
+                else:
+                    res = preset(obj, net, g, **kw)(x)
+                    ref = benign
+                l1 = metrics.lp_distance(res.map, ref)
+                ok = res.success
+
+                def mean(v, ok=ok):
+                    return float(v[ok].mean()) if ok.any() else None
+
+                row = {"interpreter": name, "objective": obj, "eps": e, "n": len(idx),
+                       "success_rate": float(ok.float().mean()), "l1": mean(l1),
+                       "random_l1": float(rnd.mean()), "seconds": round(time.time() - t0, 1)}
+                if obj == "manipulate":
+                    row["l1_start"] = float(metrics.lp_distance(benign, shapes_t).mean())
+                if obj == "fragility":
+                    row["topk_intersection"] = mean(metrics.topk_intersection(benign, res.map))
+                    row["spearman"] = mean(metrics.spearman(benign, res.map))
+                row["ratio_to_random"] = (row["l1"] / row["random_l1"]
+                                          if obj == "fragility" and row["l1"] is not None and row["random_l1"] > 0
+                                          else None)
+                rows.append(row)
+                bar.update()
+    bar.close()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"model": model_name, "data": data or "shapes", "n": len(idx), "indices": idx, "seed": seed,
+              "steps": steps, "samples": samples, "rows": rows, "seconds": round(time.time() - t_start, 1),
+              "env": env_info(seed, "cpu")}
+    atomic_write_bytes(out / "audit.json", json.dumps(result, indent=2).encode())
+    plot_audit(rows, out / "audit.png", title=f"{model_name}: map distance under attack vs random noise")
+    if verbose:
+        keys = ("interpreter", "objective", "eps", "success_rate", "l1", "random_l1", "ratio_to_random", "l1_start")
+        print(format_table(rows, keys))
+        print(f"written: {out / 'audit.json'}, {out / 'audit.png'}  ({result['seconds']:.0f} s)")
+    return result
+
+
+def plot_audit(rows: list[dict], path: Path, title: str = "") -> Path:
+    """One panel per interpreter: L1 against ε for each objective, and random noise's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["interpreter"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rs = [r for r in rows if r["interpreter"] == name]
+        for obj in dict.fromkeys(r["objective"] for r in rs):
+            pts = [(r["eps"] * 255, r["l1"]) for r in rs if r["objective"] == obj and r["l1"] is not None]
+            label = {"adv2": "ADV² (to benign map)", "manipulate": "manipulate (to target map)",
+                     "fragility": "fragility (from benign map)"}[obj]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        rnd = sorted({(r["eps"] * 255, r["random_l1"]) for r in rs})
+        ax.plot(*zip(*rnd, strict=True), marker="x", linestyle="--", color="k", label="random noise (worst of draws)")
+        ax.set_xlabel("ε (×1/255)")
+        ax.set_ylabel("L1 between maps")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
