@@ -104,7 +104,7 @@ def test_an_adv2_attack_runs_in_captums_attack_comparator(setup):
     comp.add_attack(as_perturbation(PGD(net, eps=0.031, alpha=1 / 255, steps=20)), name="pgd",
                     additional_attack_arg_names=["target"])
     res = comp.evaluate(x, target=ct)
-    assert float(res["Original"]) == 0.0 and float(res["pgd"]) > 0.5  # now classified as the targets
+    assert float(res["Original"]) == 0.0 and float(res["pgd"]["mean"]) > 0.5  # now classified as the targets
 
 
 def test_fragility_pushes_the_map_further_than_random_noise_and_keeps_the_prediction(setup):

@@ -192,13 +192,16 @@ def from_captum(method, **attribute_kwargs) -> CaptumInterpreter:
 
 class CaptumStyle:
     """An adv2 interpreter with Captum's interface: ``attribute(inputs, target=...)`` returns the
-    ``(N, 1, h, w)`` maps (``g(inputs, target)``)."""
+    ``(N, 1, h, w)`` maps (``g(inputs, target)``, inputs clipped to ``[0, 1]``)."""
 
     def __init__(self, interpreter: Interpreter):
         self.interpreter = interpreter
         self.forward_func = interpreter.model
 
-    def attribute(self, inputs: torch.Tensor, target=None, **_) -> torch.Tensor:
+    def attribute(self, inputs, target=None, **_):
+        if isinstance(inputs, tuple):  # captum's own calls pass a tuple of inputs: answer in kind
+            return (self.attribute(inputs[0], target=target),)
+        inputs = inputs.clamp(0, 1)  # captum's perturbations (sensitivity_max) may step outside [0, 1]
         if target is None:
             with torch.no_grad():
                 target = self.interpreter.model(inputs).argmax(1)
@@ -212,13 +215,14 @@ def explain_func(interpreter: Interpreter, size: str = "input"):
     interpreter: ``inputs`` ``(N, 3, H, W)`` arrays in ``[0, 1]``, ``targets`` ``(N,)``; returns
     the maps ``(N, 1, H, W)`` (``size="input"``: upsampled to the input, as Quantus' metrics
     expect) or ``(N, 1, h, w)`` (``size="native"``). The ``model`` Quantus passes is ignored:
-    the interpreter's own classifier explains (they must be the same network)."""
+    the interpreter's own classifier explains (they must be the same network). Inputs are
+    clipped to ``[0, 1]`` (Quantus' perturbations may step slightly outside)."""
     if size not in ("input", "native"):
         raise ValueError(f"size must be 'input' or 'native', got {size!r}")
 
     def explain(model=None, inputs=None, targets=None, **kwargs):
         dev = next(interpreter.model.parameters()).device
-        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=dev)
+        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=dev).clamp(0, 1)
         t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=dev).reshape(-1)
         m = interpreter(x, t).detach()
         if size == "input" and m.shape[-2:] != x.shape[-2:]:
