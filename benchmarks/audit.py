@@ -2,8 +2,8 @@
 
 Bars, for Grad and CAM at every ε: the ``fragility`` preset's map distance (L1 to the benign map)
 is ≥ 3× that of random noise of the same ε (worst of 8 draws per image), with the prediction kept;
-``manipulate`` reaches an L1 to its target map ≤ 1/2 of the benign map's L1 to it (at the largest ε,
-8/255, Dombrowski et al.'s setting; smaller budgets are shown).
+``manipulate`` reaches an L1 to its target map (another image's map) ≤ 1/2 of the benign map's L1
+to it (at the largest ε, 8/255, Dombrowski et al.'s setting; smaller budgets are shown).
 
     python benchmarks/audit.py [--models shapes-resnet,shapes-densenet] [--n 12] [--steps 80]
 """

@@ -118,6 +118,11 @@ def test_fragility_pushes_the_map_further_than_random_noise_and_keeps_the_predic
         noise = (x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 4 / 255).clamp(0, 1)
         l1 = metrics.lp_distance(res.map, benign).mean()
         assert l1 > 2 * metrics.lp_distance(g(noise, y), benign).mean(), name
+    g = interpreters.Grad(net)
+    benign = g(x, y)
+    l1s = {m: metrics.lp_distance(Fragility(net, g, measure=m, eps=4 / 255, steps=20)(x).map, benign).mean()
+           for m in ("topk", "l1")}
+    assert l1s["l1"] > l1s["topk"]  # the L1 measure is the worst case for the L1 distance
     com = Fragility(net, interpreters.CAM(net), measure="center_of_mass", eps=4 / 255, steps=30)(x)
     assert metrics.center_of_mass_shift(com.map, interpreters.CAM(net)(x, y)).mean() > 0.3  # map pixels
 

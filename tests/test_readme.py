@@ -38,3 +38,12 @@ def test_readme_rts_example_runs(capsys):
     assert [line.split()[0] for line in out] == ["rts", "rts-aid"]
     l1 = {line.split()[0]: float(line.split()[2]) for line in out}
     assert l1["rts-aid"] > l1["rts"]  # the defense makes the attack visible in the map
+
+
+def test_readme_captum_example_runs(capsys):
+    exec(compile(_block("from_captum"), "README.md", "exec"), {})
+    first, second = capsys.readouterr().out.strip().splitlines()
+    success, l1 = map(float, first.split())
+    assert success == 1.0 and 0 <= l1 < 0.05  # fooled, with the wrapped IG map kept close
+    kept, rho = map(float, second.split())
+    assert kept == 1.0 and rho < 0.9  # prediction kept, map rank order broken

@@ -38,7 +38,7 @@ def _audit(args) -> int:
     run_audit(model_name=args.model, interpreter_names=tuple(args.interpreter.split(",")), eps=eps,
               objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
               steps=args.steps, samples=args.samples, seed=args.seed, out=args.out, weights=args.weights,
-              num_classes=args.num_classes, progress=not args.no_progress)
+              num_classes=args.num_classes, measure=args.measure, progress=not args.no_progress)
     return 0
 
 
@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: grad, cam, gradcam, mask, rts, or captum-saliency, captum-inputxgradient, "
                          "captum-integratedgradients, captum-layergradcam, captum-smoothgrad (default grad,cam)")
     au.add_argument("--objectives", default="adv2,manipulate,fragility", help="some of adv2, manipulate, fragility")
+    au.add_argument("--measure", default="l1", choices=("l1", "topk", "center_of_mass"),
+                    help="what fragility pushes: L1 to the benign map (default), Ghorbani's top-k mass or "
+                         "centre of mass")
     au.add_argument("--data", default=None, help="an image folder root/<class>/<image> (default: embedded shapes)")
     au.add_argument("--size", type=int, default=224, help="image side for --data (default 224)")
     au.add_argument("--eps", default=None, help="comma-separated budgets, e.g. 1/255,2/255,4/255,8/255 (the default)")

@@ -69,7 +69,7 @@ PERTURBATIONS = ("linf", "flow")
 #: ``manipulate`` (Dombrowski et al. 2019: keep the prediction, reach m_t); ``fragility``
 #: (Ghorbani et al. 2019: keep the prediction, push the map away from the benign one).
 OBJECTIVES = ("adv2", "manipulate", "fragility")
-MEASURES = ("topk", "center_of_mass")
+MEASURES = ("topk", "center_of_mass", "l1")
 SCHEDULES = ("linear", "constant")
 STEP_RULES = ("sign", "search")
 MASK_LOSSES = ("unroll", "objective")
@@ -103,8 +103,8 @@ class AttackContext:
         """The interpretation loss ``(N,)`` of maps ``m`` (lower is better): for ``adv2`` and
         ``manipulate`` the per-example mean squared error to the target maps; for ``fragility``
         (``m_t`` = the benign map) the mean of ``m`` over the benign map's top-``k`` pixels
-        (``measure="topk"``) or minus the centre-of-mass shift over the map's diagonal
-        (``"center_of_mass"``)."""
+        (``measure="topk"``), minus the centre-of-mass shift over the map's diagonal
+        (``"center_of_mass"``), or minus the mean absolute difference to it (``"l1"``)."""
         if m.shape[-2:] != self.m_t.shape[-2:]:
             self.m_t = resize_map(self.m_t, m.shape[-2:])
         if self.objective != "fragility":
@@ -112,6 +112,8 @@ class AttackContext:
         if self.measure == "topk":
             top = topk_mask(self.m_t, self.k).flatten(1).to(m.dtype)
             return (m.flatten(1) * top).sum(1) / top.sum(1)
+        if self.measure == "l1":
+            return -(m - self.m_t).abs().flatten(1).mean(1)
         h, w = m.shape[-2:]
         return -(_center(m) - _center(self.m_t)).norm(dim=1) / math.hypot(h, w)
 

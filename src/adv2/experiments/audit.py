@@ -3,9 +3,12 @@
 For each interpreter and each ε, on correctly classified images:
 
 - ``adv2``: ADV² reaches a random target class while keeping the benign map (L1 to the benign map);
-- ``manipulate``: keeps the prediction and moves the map to a random shape (L1 to that target;
-  ``l1_start`` is the benign map's L1 to it);
-- ``fragility``: keeps the prediction and pushes the map away from the benign one (L1 to it);
+- ``manipulate``: keeps the prediction and moves the map to the map of another image (image
+  ``i`` gets the benign map of image ``i+1`` of the audit, Dombrowski et al.'s setting; L1 to
+  that target, ``l1_start`` is the benign map's L1 to it);
+- ``fragility``: keeps the prediction and pushes the map away from the benign one (L1 to it),
+  with ``measure="l1"`` by default: the worst case for the distance the audit reports
+  (Ghorbani et al.'s ``topk`` and ``center_of_mass`` with ``--measure``);
 - ``random_l1``: what random noise of the same ε does to the map (uniform in the ε-ball, the
   worst of ``samples`` draws per image, as Captum's ``sensitivity_max`` and Quantus'
   ``MaxSensitivity`` measure it), beside every row.
@@ -28,7 +31,6 @@ from adv2 import interpreters, metrics
 from adv2.attacks.presets import PRESETS, preset
 from adv2.experiments.sampling import target_classes
 from adv2.experiments.store import atomic_write_bytes, env_info, format_table
-from adv2.experiments.targets import shape_maps
 
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 #: Captum methods ``adv2 audit --interpreter`` knows by name (captum must be installed).
@@ -93,7 +95,8 @@ def random_l1(g, x, y, benign, eps: float, samples: int, seed: int) -> torch.Ten
 def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam"), eps=DEFAULT_EPS,
               objectives=PRESETS, data: str | None = None, size: int = 224, n: int = 12, steps: int = 80,
               samples: int = 8, seed: int = 0, out: str | Path = "runs/audit", weights: str | None = None,
-              num_classes: int | None = None, progress: bool = True, verbose: bool = True) -> dict:
+              num_classes: int | None = None, measure: str = "l1", progress: bool = True,
+              verbose: bool = True) -> dict:
     """Run the audit (see the module docstring) and write ``out/audit.json`` and ``out/audit.png``;
     return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up)."""
     from adv2.experiments.sources import FolderData, ShapesData, build_model, select_examples
@@ -101,6 +104,8 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     for o in objectives:
         if o not in PRESETS:
             raise ValueError(f"unknown objective {o!r}; expected some of {', '.join(PRESETS)}")
+    if "manipulate" in objectives and n < 2:
+        raise ValueError("the manipulate objective needs n ≥ 2 (each image's target is another image's map)")
     for k, v, lo in (("n", n, 1), ("steps", steps, 1), ("samples", samples, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"{k} must be an integer ≥ {lo}, got {v!r}")
@@ -117,7 +122,7 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     bar = tqdm(total=len(interps) * len(eps) * len(objectives), desc="audit", disable=not progress)
     for name, g in interps.items():
         benign = g(x, y).detach()
-        shapes_t = shape_maps(*benign.shape[-2:], seed, idx)
+        other = benign.roll(1, 0)  # image i's target: the benign map of image i+1 (i−1 after the roll)
         for e in eps:
             rnd = random_l1(g, x, y, benign, e, samples, seed)
             for obj in objectives:
@@ -128,10 +133,10 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
                     res = atk(x, ct, target_map=benign)
                     ref = benign
                 elif obj == "manipulate":
-                    res = preset(obj, net, g, **kw)(x, shapes_t)
-                    ref = shapes_t
+                    res = preset(obj, net, g, **kw)(x, other)
+                    ref = other
                 else:
-                    res = preset(obj, net, g, **kw)(x)
+                    res = preset(obj, net, g, measure=measure, **kw)(x)
                     ref = benign
                 l1 = metrics.lp_distance(res.map, ref)
                 ok = res.success
@@ -143,7 +148,7 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
                        "success_rate": float(ok.float().mean()), "l1": mean(l1),
                        "random_l1": float(rnd.mean()), "seconds": round(time.time() - t0, 1)}
                 if obj == "manipulate":
-                    row["l1_start"] = float(metrics.lp_distance(benign, shapes_t).mean())
+                    row["l1_start"] = float(metrics.lp_distance(benign, other).mean())
                 if obj == "fragility":
                     row["topk_intersection"] = mean(metrics.topk_intersection(benign, res.map))
                     row["spearman"] = mean(metrics.spearman(benign, res.map))
@@ -156,7 +161,8 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": model_name, "data": data or "shapes", "n": len(idx), "indices": idx, "seed": seed,
-              "steps": steps, "samples": samples, "rows": rows, "seconds": round(time.time() - t_start, 1),
+              "steps": steps, "measure": measure, "samples": samples, "rows": rows,
+              "seconds": round(time.time() - t_start, 1),
               "env": env_info(seed, "cpu")}
     atomic_write_bytes(out / "audit.json", json.dumps(result, indent=2).encode())
     plot_audit(rows, out / "audit.png", title=f"{model_name}: map distance under attack vs random noise")
@@ -180,7 +186,7 @@ def plot_audit(rows: list[dict], path: Path, title: str = "") -> Path:
         rs = [r for r in rows if r["interpreter"] == name]
         for obj in dict.fromkeys(r["objective"] for r in rs):
             pts = [(r["eps"] * 255, r["l1"]) for r in rs if r["objective"] == obj and r["l1"] is not None]
-            label = {"adv2": "ADV² (to benign map)", "manipulate": "manipulate (to target map)",
+            label = {"adv2": "ADV² (to benign map)", "manipulate": "manipulate (to another image's map)",
                      "fragility": "fragility (from benign map)"}[obj]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label)

@@ -4,7 +4,7 @@ Bar: ADV² against captum's Saliency, IntegratedGradients and LayerGradCam reach
 with L1 ≤ 1/2 of PGD's (L1 between the map of the adversarial image, target class, and the benign
 map; PGD at the same ε and a budget as long as ADV²'s warm-up + joint iterations).
 
-    python benchmarks/captum.py [--models shapes-resnet,shapes-densenet] [--n 16] [--steps 300] [--warmup 50]
+    python benchmarks/captum_methods.py [--models shapes-resnet,shapes-densenet] [--n 16] [--steps 300] [--warmup 50]
 """
 
 from __future__ import annotations
