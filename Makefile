@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stadv.py --model shapes-resnet
 	$(BIN)/python benchmarks/stadv.py --model shapes-densenet
 	$(BIN)/python benchmarks/shards.py
+	$(BIN)/python benchmarks/captum_methods.py
+	$(BIN)/python benchmarks/audit.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
