@@ -53,6 +53,16 @@ def test_wrapped_maps_are_maps_and_differentiable(setup, make, kwargs):
     assert (grad != 0).float().mean() > 0.5  # the map reaches the input: ADV² can attack it
 
 
+def test_smoothgrad_maps_do_not_depend_on_the_batch_and_attacks_use_other_noise(setup):
+    net, x, y, _ = setup
+    g = interpreters.from_captum(captum_attr.NoiseTunnel(captum_attr.Saliency(net)), nt_samples=3, stdevs=0.05)
+    assert torch.allclose(g(x[1:2], y[1:2]), g(x, y)[1:2], atol=1e-6)
+    _, attack_map = g.logits_and_map(x.clone().requires_grad_(True), y, create_graph=True, smooth=False)
+    assert torch.allclose(attack_map, g(x, y), atol=1e-6)  # evaluation: the reported noise
+    _, smooth_map = g.logits_and_map(x.clone().requires_grad_(True), y, create_graph=True, smooth=True)
+    assert not torch.allclose(smooth_map, g(x, y), atol=1e-3)  # attacks: other draws (and the surrogate)
+
+
 def test_undifferentiable_captum_methods_are_refused(setup):
     net = setup[0]
     for method in (captum_attr.Occlusion(net), captum_attr.GuidedBackprop(net), captum_attr.DeepLift(net),
@@ -154,6 +164,12 @@ def test_presets_and_objectives_reject_bad_input(setup):
         preset("dombrowski", net, g)
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         Fragility(net, g, steps=1)(x * 2)
+    with pytest.raises(ValueError, match="takes no warmup"):
+        ADV2(net, g, objective="fragility", warmup=5)
+    with pytest.raises(ValueError, match="cannot serve"):
+        ADV2(net, interpreters.Mask(net), objective="fragility", mask_loss="objective")
+    with pytest.raises(ValueError, match="keeps the prediction: target_class must be"):
+        ADV2(net, g, objective="fragility", steps=1)(x, (y + 1) % 10)
 
 
 def test_the_default_objective_is_bit_identical_to_before(setup):

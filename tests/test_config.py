@@ -69,6 +69,11 @@ def test_overrides_and_the_smoke_switch():
     ("{}\n", ["eps"], "--set expects KEY=VALUE"),
     ("{}\n", ["attacks.steps=0"], "attacks.steps must be an integer ≥ 1"),
     ("{}\n", ["budgets.cam.bogus.x=1"], "unknown setting"),
+    ("budgets: {grd: {steps: 1}}\n", [], "unknown budget section 'budgets.grd'"),
+    ("budgets: {grad: 5}\n", [], "budgets.grad must be a mapping"),
+    ("{}\n", ["data=foo"], "data must be a mapping"),
+    ("transfer: {models: [shapes-resnet]}\n", [], "named 'shapes-resnet' like the source model"),
+    ("transfer: {models: [shapes-densenet, shapes-densenet]}\n", [], "give it a distinct label"),
 ])
 def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path, text, overrides, match):
     path = tmp_path / "c.yaml"
@@ -92,3 +97,11 @@ def test_adv2_run_end_to_end_and_clean_errors(tmp_path, capsys):
     assert main(["run", str(bad), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "eps must be in (0, 1]" in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_whole_mapping_overrides_keep_the_defaults_of_their_other_keys():
+    cfg = load_config(DEMO, ["data={name: shapes, n: 4}", "transfer={models: [shapes-densenet]}"])
+    assert cfg["data"] == {"name": "shapes", "n": 4, "seed": 0}
+    assert cfg["transfer"] == {"interpreters": False, "models": ["shapes-densenet"]}
+    cfg = load_config(DEMO, ["model={name: resnet18, label: mine}", "transfer.models=[resnet18]"])
+    assert cfg["model"]["label"] == "mine"

@@ -27,7 +27,7 @@ from adv2.experiments.targets import read_map, shape_map
 SMOKE = ["--set", "data.n=2", "--set", "attacks.steps=2", "--no-progress"]
 
 
-def write_folder(root: Path, classes=("cat<b>&", "dog"), per_class=5, size=(72, 90)) -> Path:
+def write_folder(root: Path, classes=("cat<b>&$1$", "dog"), per_class=5, size=(72, 90)) -> Path:
     rng = np.random.default_rng(0)
     for k, c in enumerate(classes):
         d = root / c
@@ -81,7 +81,7 @@ def test_a_users_folder_and_torchvision_weights_run_end_to_end(user_run):
     out, root = user_run
     config = yaml.safe_load((out / "config.yaml").read_text())
     data = FolderData(root, 64)
-    assert config["classes"] == ["cat<b>&", "dog"] and len(config["data"]["indices"]) == 3
+    assert config["classes"] == ["cat<b>&$1$", "dog"] and len(config["data"]["indices"]) == 3
     rows = list(csv.DictReader(open(out / "examples.csv")))
     assert len(rows) == 3 * 2 * 3
     for r in rows:
@@ -252,7 +252,7 @@ def test_report_renders_in_headless_chromium(user_run, tmp_path):
     out, _ = user_run
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
-    assert "<code>cat&lt;b&gt;&amp;</code>" in page and "cat<b>" not in page  # class names are user data
+    assert "<code>cat&lt;b&gt;&amp;$1$</code>" in page and "cat<b>" not in page  # class names are user data
     assert "src=\"http" not in page and "src='http" not in page  # self-contained
     for f in ("summary.png", "maps-grad.png", "maps-cam.png", "maps-gradcam.png"):
         assert (out / "figures" / f).is_file()
@@ -279,3 +279,13 @@ def test_report_renders_in_headless_chromium(user_run, tmp_path):
                    capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # not a blank page
+
+
+def test_target_classes_restricted_to_the_classes_a_folder_has():
+    from adv2.experiments.sampling import target_classes
+
+    t = target_classes(torch.tensor([3, 7, 3]), [0, 1, 2], 0, 1000, allowed=[3, 7, 9])
+    assert all(c in (7, 9) for c in (t[0], t[2])) and t[1] in (3, 9)
+    assert torch.equal(t[:1], target_classes(torch.tensor([3]), [0], 0, 1000, allowed=[3, 7, 9]))
+    with pytest.raises(ValueError, match="single class"):
+        target_classes(torch.tensor([3]), [0], 0, 1000, allowed=[3])

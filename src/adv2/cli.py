@@ -38,7 +38,7 @@ def _audit(args) -> int:
     run_audit(model_name=args.model, interpreter_names=tuple(args.interpreter.split(",")), eps=eps,
               objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
               steps=args.steps, samples=args.samples, seed=args.seed, out=args.out, weights=args.weights,
-              num_classes=args.num_classes, measure=args.measure, progress=not args.no_progress)
+              num_classes=args.num_classes, measure=args.measure, labels=args.labels, progress=not args.no_progress)
     return 0
 
 
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "centre of mass")
     au.add_argument("--data", default=None, help="an image folder root/<class>/<image> (default: embedded shapes)")
     au.add_argument("--size", type=int, default=224, help="image side for --data (default 224)")
+    au.add_argument("--labels", default="sorted", choices=("sorted", "numeric"),
+                    help="--data classes: sorted folder names (default), or folders named by the model's class index")
     au.add_argument("--eps", default=None, help="comma-separated budgets, e.g. 1/255,2/255,4/255,8/255 (the default)")
     au.add_argument("-n", "--n", type=int, default=12, dest="n", help="images (correctly classified; default 12)")
     au.add_argument("--steps", type=int, default=80, help="iterations per attack (default 80)")

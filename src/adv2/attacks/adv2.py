@@ -274,6 +274,13 @@ class ADV2:
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= 1:
             raise ValueError(f"k must be a number in (0, 1], got {k!r}")
         self.objective, self.measure, self.k = objective, measure, float(k)
+        if objective != "adv2":  # keep the prediction: no warm start towards another class
+            if warmup not in (None, 0):
+                raise ValueError(f"objective={objective!r} keeps the prediction; it takes no warmup (got {warmup!r})")
+            warmup = 0
+            if mask_loss == "objective":
+                raise ValueError(f"mask_loss='objective' (the authors' shortcut) pulls MASK towards m_t; it cannot "
+                                 f"serve objective={objective!r}")
         if perturbation not in PERTURBATIONS:
             raise ValueError(f"unknown perturbation {perturbation!r}; expected one of {PERTURBATIONS}")
         if lam_schedule not in SCHEDULES:
@@ -358,6 +365,9 @@ class ADV2:
         if self.objective != "adv2":
             with torch.no_grad():
                 p_benign = F.softmax(self.model(x), 1)
+            if not torch.equal(p_benign.argmax(1), target_class):
+                raise ValueError(f"objective={self.objective!r} keeps the prediction: target_class must be the "
+                                 "model's prediction f(x).argmax(1) (Manipulate and Fragility pass it)")
         flow = self.perturbation == "flow"
         ctx = AttackContext(x, target_class, m_t, None if flow else self.eps, self.objective, self.measure, self.k,
                             p_benign)

@@ -4,8 +4,8 @@ For each interpreter and each ε, on correctly classified images:
 
 - ``adv2``: ADV² reaches a random target class while keeping the benign map (L1 to the benign map);
 - ``manipulate``: keeps the prediction and moves the map to the map of another image (image
-  ``i`` gets the benign map of image ``i+1`` of the audit, Dombrowski et al.'s setting; L1 to
-  that target, ``l1_start`` is the benign map's L1 to it);
+  ``i`` gets the benign map of image ``i−1`` of the audit, image 0 that of the last one;
+  Dombrowski et al.'s setting; L1 to that target, ``l1_start`` is the benign map's L1 to it);
 - ``fragility``: keeps the prediction and pushes the map away from the benign one (L1 to it),
   with ``measure="l1"`` by default: the worst case for the distance the audit reports
   (Ghorbani et al.'s ``topk`` and ``center_of_mass`` with ``--measure``);
@@ -95,7 +95,7 @@ def random_l1(g, x, y, benign, eps: float, samples: int, seed: int) -> torch.Ten
 def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam"), eps=DEFAULT_EPS,
               objectives=PRESETS, data: str | None = None, size: int = 224, n: int = 12, steps: int = 80,
               samples: int = 8, seed: int = 0, out: str | Path = "runs/audit", weights: str | None = None,
-              num_classes: int | None = None, measure: str = "l1", progress: bool = True,
+              num_classes: int | None = None, measure: str = "l1", labels: str = "sorted", progress: bool = True,
               verbose: bool = True) -> dict:
     """Run the audit (see the module docstring) and write ``out/audit.json`` and ``out/audit.png``;
     return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up)."""
@@ -112,8 +112,13 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     eps = tuple(eps)
     net = build_model({"name": model_name, "weights": weights, "num_classes": num_classes})
     interps = {name: build_interpreter(name, net) for name in interpreter_names}
-    dataset = FolderData(data, size) if data is not None else ShapesData("test", seed)
+    if labels not in ("sorted", "numeric"):
+        raise ValueError(f"labels must be sorted or numeric, got {labels!r}")
+    dataset = FolderData(data, size, labels) if data is not None else ShapesData("test", seed)
     x, y, _, idx, _ = select_examples(net, dataset, n, seed)
+    if "manipulate" in objectives and len(idx) < 2:
+        raise ValueError(f"the manipulate objective needs at least 2 images (each image's target is another image's "
+                         f"map); the data gave {len(idx)} the model classifies correctly")
     for g in interps.values():
         g.validate(x)
     num = int(net(x[:1]).shape[1])
@@ -122,7 +127,7 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     bar = tqdm(total=len(interps) * len(eps) * len(objectives), desc="audit", disable=not progress)
     for name, g in interps.items():
         benign = g(x, y).detach()
-        other = benign.roll(1, 0)  # image i's target: the benign map of image i+1 (i−1 after the roll)
+        other = benign.roll(1, 0)  # image i's target: the benign map of image i−1 (0: the last image's)
         for e in eps:
             rnd = random_l1(g, x, y, benign, e, samples, seed)
             for obj in objectives:

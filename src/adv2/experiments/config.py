@@ -36,7 +36,7 @@ from adv2._validate import check_eps, check_positive
 
 #: Keys of a config and what they accept.
 KEYS = {
-    "model": "an embedded model name, a torchvision architecture, or {name, weights, num_classes, mean, std}",
+    "model": "an embedded model name, a torchvision architecture, or {name, weights, num_classes, mean, std, label}",
     "data": "a mapping: name (shapes or folder), n, seed; shapes: split; folder: root, size, labels",
     "device": "cpu, cuda, cuda:K or auto",
     "batch_size": "a positive integer",
@@ -50,7 +50,7 @@ KEYS = {
 }
 DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels")}
 DATASETS = tuple(DATA_KEYS)
-MODEL_KEYS = ("name", "weights", "num_classes", "mean", "std")
+MODEL_KEYS = ("name", "weights", "num_classes", "mean", "std", "label")
 TRANSFER_KEYS = ("interpreters", "models")
 DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed": 0}, "device": "cpu",
             "batch_size": 32, "eps": 0.031, "alpha": 1 / 255, "interpreters": ["grad", "cam", "gradcam", "mask", "rts"],
@@ -103,12 +103,7 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
     if unknown:
         raise ValueError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(KEYS)}")
     cfg = {**copy.deepcopy(DEFAULTS), **copy.deepcopy(raw)}
-    if not isinstance(cfg["data"], dict):
-        raise ValueError(f"{source}: data must be {KEYS['data']}, got {cfg['data']!r}")
-    cfg["data"] = {**DEFAULTS["data"], **cfg["data"]}
-    if not isinstance(cfg["transfer"], dict):
-        raise ValueError(f"{source}: transfer must be {KEYS['transfer']}, got {cfg['transfer']!r}")
-    cfg["transfer"] = {**DEFAULTS["transfer"], **cfg["transfer"]}
+    _merge_defaults(cfg, source)
     smoke = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
@@ -123,6 +118,7 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
         if head == "budgets" and rest:
             continue  # applied after the budgets are expanded
         if head in ("data", "transfer") and rest:
+            _merge_defaults(cfg, source)
             cfg[head][rest] = yaml.safe_load(value)
         elif head == "model" and rest:
             cfg["model"] = {"name": cfg["model"]} if isinstance(cfg["model"], str) else cfg["model"]
@@ -131,6 +127,7 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
             raise ValueError(f"--set {key}: {head} has no sub-keys")
         else:
             cfg[head] = yaml.safe_load(value)
+    _merge_defaults(cfg, source)
     _check(cfg, source)
     budgets = cfg["budgets"]
     if isinstance(budgets, str):
@@ -145,8 +142,31 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
                                         if k.strip().startswith("budgets.")])
     for k in smoke:
         _set_iterations(budgets, k)
+    _check_budgets(budgets, source)
     cfg["budgets"] = budgets
     return cfg
+
+
+def _merge_defaults(cfg: dict, source: str) -> None:
+    """Fill the sub-keys of ``data`` and ``transfer`` from :data:`DEFAULTS` (after any override)."""
+    for key in ("data", "transfer"):
+        if not isinstance(cfg[key], dict):
+            raise ValueError(f"{source}: {key} must be {KEYS[key]}, got {cfg[key]!r}")
+        cfg[key] = {**DEFAULTS[key], **cfg[key]}
+
+
+def _check_budgets(budgets: dict, source: str) -> None:
+    from adv2.experiments.demo import KNOWN
+
+    allowed = ("pgd", "stadv", *KNOWN)
+    for key, v in budgets.items():
+        if key not in allowed:
+            raise ValueError(f"{source}: unknown budget section 'budgets.{key}'; allowed: {', '.join(allowed)}")
+        if not isinstance(v, dict):
+            raise ValueError(f"{source}: budgets.{key} must be a mapping of settings, got {v!r}")
+        for sub in ("interpreter", "flow"):
+            if sub in v and not isinstance(v[sub], dict):
+                raise ValueError(f"{source}: budgets.{key}.{sub} must be a mapping of settings, got {v[sub]!r}")
 
 
 def _int(v, name: str, lo: int) -> int:
@@ -240,8 +260,16 @@ def _check(cfg: dict, source: str) -> None:
         raise ValueError(f"{source}: transfer.interpreters must be true or false, got {tr['interpreters']!r}")
     if not isinstance(tr["models"], list):
         raise ValueError(f"{source}: transfer.models must be a list of models, got {tr['models']!r}")
+    from adv2.experiments.sources import model_name
+
+    seen = {model_name(cfg["model"])}
     for i, spec in enumerate(tr["models"]):
         _check_model(spec, f"transfer.models[{i}]", source)
+        label = model_name(spec)
+        if label in seen:
+            raise ValueError(f"{source}: transfer.models[{i}] is named {label!r} like the source model or another "
+                             "transfer model; give it a distinct label (model: {name, weights, label})")
+        seen.add(label)
 
 
 def _set_iterations(node, k: int) -> None:

@@ -94,9 +94,15 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     if restart and n_shards > 1:
         raise ValueError("--restart discards the whole run directory, other shards' batches included; discard it "
                          "once (--restart without --shard, or delete it) before starting the shards")
-    dist = _torchrun() if shard_spec is None else None  # (rank, world size) under torchrun
+    if shard_spec is not None and _torchrun() is not None:
+        raise ValueError("--shard and torchrun do not combine: under torchrun each rank takes its own shard")
+    dist = _torchrun()  # (rank, world size) under torchrun
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if dist is not None else None
+    if dist is not None and str(cfg.get("device", "cpu")).startswith("cuda:"):
+        raise ValueError("under torchrun write device: cuda (rank r takes cuda:LOCAL_RANK), not a fixed cuda:K")
     device = resolve_device(cfg.get("device", "cpu"), local_rank)
+    if device.type == "cuda":  # pragma: no cover - no GPU in CI
+        torch.cuda.set_device(device)
     budget, attacks, names = cfg["budgets"], tuple(cfg["attacks"]), tuple(cfg["interpreters"])
     seed, policy = cfg["data"]["seed"], cfg.get("target_map", "benign")
 
@@ -133,7 +139,9 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     for g in interps.values():
         g.validate(x_all.to(device))
     num_classes = int(net(x_all[:1].to(device)).shape[1])
-    ct_all = target_classes(y_all, idx, seed, num_classes)
+    # targets: any class of the model; for the `other` policy, a class the folder has images of
+    allowed = data.present_classes() if policy == "other" and data.name == "folder" else None
+    ct_all = target_classes(y_all, idx, seed, num_classes, allowed)
     donors = find_donors(net, data, ct_all, idx, seed, device) if policy == "other" else None
     x_donor_all = data.load(donors)[0] if donors else None
     stored = copy.deepcopy(cfg)
@@ -146,8 +154,7 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
 
     if dist is not None:
         shard, n_shards = dist
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group("gloo")  # the ranks only meet at barriers
     lead = shard == 0 or dist is None  # under torchrun rank 0 prepares the directory and builds the results
     try:
         if restart and lead:
@@ -321,7 +328,11 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     if trows:
         summary["transfer"] = _summarize_transfer(trows, examples)
     summary["seconds"] = round(sum(e["seconds"] for e in examples), 1)
-    write_run(out, None, env_info(config["data"]["seed"], config.get("device", "cpu")), examples, summary, tensors)
+    try:  # the device the batches ran on (``auto`` resolved on this machine)
+        device = str(resolve_device(config.get("device", "cpu")))
+    except ValueError:
+        device = str(config.get("device", "cpu"))
+    write_run(out, None, env_info(config["data"]["seed"], device), examples, summary, tensors)
     if trows:
         buf = io.StringIO(newline="")
         w = csv.DictWriter(buf, fieldnames=list(trows[0]))

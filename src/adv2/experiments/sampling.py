@@ -8,13 +8,20 @@ import torch
 from adv2.data import shapes
 
 
-def target_classes(labels: torch.Tensor, indices, seed: int, num_classes: int) -> torch.Tensor:
+def target_classes(labels: torch.Tensor, indices, seed: int, num_classes: int, allowed=None) -> torch.Tensor:
     """Random target class ≠ label for each example: ``(y + U{1..K−1}) mod K``, drawn from a
-    generator seeded by ``(seed, dataset index)``, so it does not depend on batching."""
+    generator seeded by ``(seed, dataset index)``, so it does not depend on batching. With
+    ``allowed`` (a list of classes), uniform among the allowed classes other than the label."""
     out = []
     for y, i in zip(labels.tolist(), list(indices), strict=True):
-        r = int(np.random.default_rng([seed, 7_919, int(i)]).integers(1, num_classes))
-        out.append((y + r) % num_classes)
+        rng = np.random.default_rng([seed, 7_919, int(i)])
+        if allowed is None:
+            out.append((y + int(rng.integers(1, num_classes))) % num_classes)
+        else:
+            choices = [c for c in sorted(allowed) if c != y]
+            if not choices:
+                raise ValueError("the data has a single class: there is no other class to target")
+            out.append(choices[int(rng.integers(0, len(choices)))])
     return torch.tensor(out, dtype=torch.long)
 
 

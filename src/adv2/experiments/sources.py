@@ -136,6 +136,10 @@ class FolderData:
         for k in np.random.default_rng([seed, 104_729, int(index)]).permutation(len(pool)):
             yield pool[int(k)]
 
+    def present_classes(self) -> list[int]:
+        """The labels that have at least one image."""
+        return sorted(self._by_class)
+
     def describe(self) -> str:
         return f"folder {self.root} ({len(self.ds)} images, {len(self.classes)} classes, {self.size}×{self.size})"
 
@@ -159,7 +163,13 @@ def build_model(spec, device: str = "cpu"):
 
 
 def model_name(spec) -> str:
-    return spec if isinstance(spec, str) else spec["name"]
+    """How a run names a model: its ``label`` if given, else its name, with the weights file's
+    stem when it has one (``resnet50:robust``), so two checkpoints of one architecture differ."""
+    if isinstance(spec, str):
+        return spec
+    if spec.get("label"):
+        return str(spec["label"])
+    return spec["name"] + (f":{Path(str(spec['weights'])).stem}" if spec.get("weights") else "")
 
 
 @torch.no_grad()

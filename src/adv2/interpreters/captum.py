@@ -12,8 +12,10 @@ differentiable (wrapped)   ``Saliency``, ``InputXGradient``, ``IntegratedGradien
                            ``LayerGradCam``, and ``NoiseTunnel`` (SmoothGrad, SmoothGrad²,
                            VarGrad) around one of the input methods: captum's NoiseTunnel
                            runs under ``no_grad``, so the adapter applies the same formula
-                           itself, with noise from a seeded generator (``seed=0``), the same
-                           at every call
+                           itself, with noise from a seeded generator (``seed=0``; one draw
+                           per sample, shared by the batch, so a map does not depend on the
+                           batch; attacks draw with ``seed + 1``, so an attack cannot fit the
+                           very noise the reported map uses)
 refused                    perturbation methods (``Occlusion``, ``FeatureAblation``,
                            ``ShapleyValueSampling``, ``Lime``, ``KernelShap``, ...: piecewise
                            constant in the input, no useful gradient), and methods that
@@ -141,7 +143,7 @@ class CaptumInterpreter(Interpreter):
         with torch.enable_grad():
             logits = self.model(x)
             with surrogate, _graph_through_grad(create_graph or smooth):
-                a = self._attribute(x, target)
+                a = self._attribute(x, target, attack=smooth)
         if self.kind == "input":
             m = a.abs().amax(1, keepdim=True) if self.reduce == "max" else a.sum(1, keepdim=True).abs()
             if self.pool > 1:
@@ -151,18 +153,20 @@ class CaptumInterpreter(Interpreter):
             m = m.sum(1, keepdim=True) if m.shape[1] > 1 else m
         return logits, minmax(m.to(logits.dtype))
 
-    def _attribute(self, x, target):
+    def _attribute(self, x, target, attack: bool = False):
         def one(inp):
             a = self.method.attribute(inp, target=target, **self.kwargs)
             return a[0] if isinstance(a, tuple) else a
 
         if self.noise is None:
             return one(x)
-        nz = self.noise  # NoiseTunnel: average over noisy copies, the noise seeded (the same at every call)
-        gen = torch.Generator(device=x.device).manual_seed(nz["seed"])
+        nz = self.noise  # NoiseTunnel: average over noisy copies
+        # one draw of shape (3, H, W) per sample, shared by the batch: an example's map does not
+        # depend on the batch; attacks (smooth) draw with another seed than the reported maps
+        gen = torch.Generator().manual_seed(nz["seed"] + (1 if attack else 0))
         total = total_sq = 0
         for _ in range(nz["nt_samples"]):
-            eps = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * nz["stdevs"]
+            eps = (torch.randn(x.shape[1:], generator=gen) * nz["stdevs"]).to(x)
             a = one(x + eps)
             total, total_sq = total + a, total_sq + a * a
         mean, mean_sq = total / nz["nt_samples"], total_sq / nz["nt_samples"]

@@ -15,6 +15,11 @@ ATTACK_TITLES = {"benign": "benign", "target": "target", "pgd": "PGD", "adv2": "
                  "adv2-stadv": "ADV²-StAdv"}
 
 
+def _plain(text: str | None) -> str | None:
+    """``text`` shown as written by matplotlib (``$`` would start mathtext; user data may hold it)."""
+    return None if text is None else str(text).replace("$", r"\$")
+
+
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Maps ``(N, 1, h, w)`` to ``size`` for display (bilinear)."""
     return F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
@@ -40,15 +45,15 @@ def maps_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], 
             if interp is None:
                 ax.imshow(images[r].permute(1, 2, 0).cpu().numpy())
                 if labels:
-                    ax.set_ylabel(labels[r], fontsize=7)
+                    ax.set_ylabel(_plain(labels[r]), fontsize=7)
             else:
                 m = upsample(maps[interp][att][r : r + 1].cpu(), size)[0, 0]
                 ax.imshow(m.numpy(), cmap="jet", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(head, fontsize=8)
+                ax.set_title(_plain(head), fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_plain(title), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
@@ -64,8 +69,8 @@ def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: s
     a = np.array([[np.nan if v is None else float(v) for v in r] for r in matrix], dtype=float)
     fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.2, 0.6 * len(rows) + 1.4))
     im = ax.imshow(a, cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xticks(range(len(cols)), [_plain(c) for c in cols], fontsize=8)
+    ax.set_yticks(range(len(rows)), [_plain(r) for r in rows], fontsize=8)
     ax.set_xlabel(xlabel, fontsize=8), ax.set_ylabel(ylabel, fontsize=8)
     finite = a[np.isfinite(a)]
     mid = float(finite.mean()) if finite.size else 0.0
@@ -76,7 +81,7 @@ def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: s
                         color="white" if a[i, j] > mid else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_plain(title), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
@@ -103,7 +108,7 @@ def summary_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
     axes[0].set_ylim(0, 1.05)
     axes[1].legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_plain(title), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -120,9 +120,9 @@ def build_report(run_dir: str | Path, max_rows: int = 4) -> Path:
                     bl = {r["interpreter"]: r["l1"] for r in rows if r["attack"] == baseline}
                     m = [[None if v is None or not bl.get(b) else v / bl[b] for v, b in zip(r, inames, strict=True)]
                          for r in m]
-                    what = f"L1 to the benign map ÷ {baseline}'s L1 (below 1: closer than {baseline})"
+                    what = f"L1 to the target map ÷ {baseline}'s L1 (below 1: closer than {baseline})"
                 else:
-                    what = "L1 of the map to the benign map"
+                    what = "L1 of the map to the target map"
                 p = heatmap(m, inames, inames, figs / f"transfer-{attack}.png", title=f"{attack}: {what}",
                             xlabel="measured by", ylabel="made against")
                 parts_h.append(_img(p, f"transfer matrix of {attack}"))
