@@ -34,6 +34,7 @@ from adv2.experiments.store import (
     markdown_table,
     parse_shard,
     summarize,
+    write_csv,
     write_run,
 )
 from adv2.experiments.targets import target_maps
@@ -299,9 +300,6 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     with transfer measurements, ``transfer.csv``) and the report (``report.html``, ``report.md``,
     ``figures/``, :func:`adv2.report.build_report`); return the summary (``adv2 merge``). A
     ``ValueError`` names the batches still missing."""
-    import csv
-    import io
-
     out = Path(out)
     path = out / "config.yaml"
     if not path.exists():
@@ -334,11 +332,7 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
         device = str(config.get("device", "cpu"))
     write_run(out, None, env_info(config["data"]["seed"], device), examples, summary, tensors)
     if trows:
-        buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=list(trows[0]))
-        w.writeheader()
-        w.writerows(trows)
-        atomic_write_bytes(out / "transfer.csv", buf.getvalue().encode())
+        write_csv(out / "transfer.csv", trows)
     classes = config.get("classes") or []
 
     def cname(k: int) -> str:

@@ -112,16 +112,21 @@ def write_run(run_dir: str | Path, config: dict | None, env: dict, examples: lis
         atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
     atomic_write_bytes(run_dir / "env.json", json.dumps(env, indent=2).encode())
     if examples:
-        buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=list(examples[0]))
-        w.writeheader()
-        w.writerows(examples)
-        atomic_write_bytes(run_dir / "examples.csv", buf.getvalue().encode())
+        write_csv(run_dir / "examples.csv", examples)
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     if tensors:
         blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         atomic_write_bytes(run_dir / "tensors.safetensors", blob)
     return run_dir
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` (dicts with the keys of the first) as a CSV file, written atomically."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def format_table(rows: list[dict], keys=SUMMARY_KEYS) -> str:

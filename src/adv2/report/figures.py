@@ -20,6 +20,17 @@ def _plain(text: str | None) -> str | None:
     return None if text is None else str(text).replace("$", r"\$")
 
 
+def _save(fig, path: str | Path, title: str | None = None) -> Path:
+    """Give ``fig`` its ``title``, lay it out, write it as a PNG to ``path`` and close it."""
+    if title:
+        fig.suptitle(_plain(title), fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Maps ``(N, 1, h, w)`` to ``size`` for display (bilinear)."""
     return F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
@@ -52,13 +63,7 @@ def maps_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], 
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(_plain(head), fontsize=8)
-    if title:
-        fig.suptitle(_plain(title), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: str = "",
@@ -82,11 +87,7 @@ def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: s
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         ax.set_title(_plain(title), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def summary_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
@@ -107,10 +108,4 @@ def summary_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
         ax.set_ylabel(label, fontsize=8)
     axes[0].set_ylim(0, 1.05)
     axes[1].legend(fontsize=7)
-    if title:
-        fig.suptitle(_plain(title), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
