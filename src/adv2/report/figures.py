@@ -67,23 +67,27 @@ def maps_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], 
 
 
 def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: str = "",
-            xlabel: str = "", ylabel: str = "", fmt: str = "{:.3f}", cmap: str = "viridis_r") -> Path:
-    """Save ``matrix`` (a list of rows; ``None`` cells blank) as an annotated heatmap PNG."""
+            xlabel: str = "", ylabel: str = "", fmt: str = "{:.3f}", cmap: str = "viridis_r",
+            vmin: float | None = None, vmax: float | None = None) -> Path:
+    """Save ``matrix`` (a list of rows; ``None`` cells blank) as an annotated heatmap PNG
+    (colour range ``vmin``…``vmax``, by default the data's)."""
     import numpy as np
 
     a = np.array([[np.nan if v is None else float(v) for v in r] for r in matrix], dtype=float)
     fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.2, 0.6 * len(rows) + 1.4))
-    im = ax.imshow(a, cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(cols)), [_plain(c) for c in cols], fontsize=8)
+    im = ax.imshow(a, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
+    long = max((len(str(c)) for c in cols), default=0) > 10
+    ax.set_xticks(range(len(cols)), [_plain(c) for c in cols], fontsize=8, rotation=30 if long else 0,
+                  ha="right" if long else "center")
     ax.set_yticks(range(len(rows)), [_plain(r) for r in rows], fontsize=8)
     ax.set_xlabel(xlabel, fontsize=8), ax.set_ylabel(ylabel, fontsize=8)
-    finite = a[np.isfinite(a)]
-    mid = float(finite.mean()) if finite.size else 0.0
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             if np.isfinite(a[i, j]):
+                r, g, b, _ = im.cmap(im.norm(a[i, j]))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # text readable on the cell's colour
                 ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if a[i, j] > mid else "black")
+                        color="white" if dark else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         ax.set_title(_plain(title), fontsize=9)

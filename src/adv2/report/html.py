@@ -132,7 +132,7 @@ def build_report(run_dir: str | Path, max_rows: int = 4) -> Path:
             cols = [f"{a} → {o}" for o in others for a in attacks]
             by = {(r["attack"], r["model"], r["interpreter"]): r["success_rate"] for r in trows}
             m = [[by.get((a, o, i)) for o in others for a in attacks] for i in names]
-            p = heatmap(m, names, cols, figs / "transfer-models.png", cmap="viridis",
+            p = heatmap(m, names, cols, figs / "transfer-models.png", cmap="viridis", vmin=0.0, vmax=1.0,
                         title=f"made on {source}: success rate on the other model", ylabel="made against")
             parts_h.append(_img(p, "success rate on other models"))
             parts_m.append("![transfer across models](figures/transfer-models.png)")
