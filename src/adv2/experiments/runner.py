@@ -172,8 +172,9 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
         store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
                   f"({len(batches)} in all, batch size {batch_size})")
         desc = model_name(cfg["model"]) + (f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
+        every_rank = os.environ.get("ADV2_PROGRESS_ALL_RANKS", "") not in ("", "0")  # else rank 0 only
         bar = tqdm(total=len(todo) * (len(baselines) + len(names)), desc=desc,
-                   disable=not progress or (dist is not None and not lead))
+                   disable=not progress or (dist is not None and not lead and not every_rank))
         for k in todo:
             b = batches[k]
             torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
