@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adv2.data import shapes
-
 
 def target_classes(labels: torch.Tensor, indices, seed: int, num_classes: int, allowed=None) -> torch.Tensor:
     """Random target class ≠ label for each example: ``(y + U{1..K−1}) mod K``, drawn from a
@@ -25,23 +23,14 @@ def target_classes(labels: torch.Tensor, indices, seed: int, num_classes: int, a
     return torch.tensor(out, dtype=torch.long)
 
 
-@torch.no_grad()
 def correctly_classified_shapes(model, n: int, seed: int = 0, split: str = "test", chunk: int = 64):
-    """The first ``n`` examples of the shapes ``split`` that ``model`` classifies correctly.
+    """The first ``n`` examples of the shapes ``split`` that ``model`` classifies correctly
+    (:func:`adv2.experiments.sources.select_examples` on the shapes data).
 
     Returns ``(images, labels, masks, indices)``; ``indices`` are the dataset indices.
     """
-    xs, ys, ms, idx = [], [], [], []
-    start, found = 0, 0
+    from adv2.experiments.sources import ShapesData, select_examples
+
     dev = next(model.parameters()).device
-    while found < n:
-        x, y, m = shapes(chunk, split=split, seed=seed, start=start)
-        ok = (model(x.to(dev)).argmax(1).cpu() == y)
-        sel = ok.nonzero()[:, 0][: n - found]
-        xs.append(x[sel]), ys.append(y[sel]), ms.append(m[sel])
-        idx += (sel + start).tolist()
-        found += len(sel)
-        start += chunk
-        if start > 50 * max(n, chunk):
-            raise RuntimeError("the model classifies almost no examples correctly")
-    return torch.cat(xs), torch.cat(ys), torch.cat(ms), idx
+    x, y, m, idx, _ = select_examples(model, ShapesData(split, seed), n, seed, device=dev, chunk=chunk)
+    return x, y, m, idx
