@@ -146,6 +146,8 @@ def test_mask_larger_than_image(resnet_model, batch):
         ({"n_bs": -1}, "n_bs must be a non-negative integer"),
         ({"step_rule": "newton"}, "unknown step_rule"),
         ({"mask_loss": "magic"}, "unknown mask_loss"),
+        ({"n_seeds": 0}, "n_seeds must be an integer ≥ 1"),
+        ({"n_seeds": 1.5}, "n_seeds must be an integer ≥ 1"),
     ],
 )
 def test_bad_attack_parameters(resnet_model, kwargs, match):
@@ -188,6 +190,35 @@ def test_search_never_loses_the_target_or_leaves_the_ball(resnet_model, batch):
     # a step that keeps the class is taken at full length
     small = SearchStep(resnet_model, alpha_max=1e-3, n_bs=0)(ctx, x_adv, torch.randn(x.shape), 0)
     assert ((small - x_adv).flatten(1).norm(dim=1) > 1e-4).all()
+
+
+@pytest.mark.parametrize("mode", ["unroll", "objective"])
+def test_several_jitter_seeds_average_single_seed_trackers(resnet_model, batch, mode):
+    """``n_seeds=2``: loss and keep-best distance are the means of the single-seed trackers with
+    seeds ``seed + 1`` and ``seed + 2``; neither is the reported map's seed."""
+    from adv2.interpreters.mask import MaskTracker
+
+    x, y, _, t = batch
+    g = Mask(resnet_model, steps=20, seed=5)
+    x_adv = quantize((x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1), x, EPS)
+    ctx = AttackContext(x, t, g(x, y), EPS)
+    both = MaskTracker(g, n_step=2, n_reset=3, mode=mode, n_seeds=2)
+    one = [MaskTracker(g, n_step=2, n_reset=3, mode=mode, seed=s) for s in (6, 7)]
+    for step in range(2):
+        xa = x_adv.clone().requires_grad_(True)
+        logits, d, cand, _ = both(ctx, xa, step, False)
+        singles = [tr(ctx, x_adv.clone().requires_grad_(True), step, False) for tr in one]
+        torch.testing.assert_close(d, (singles[0][1] + singles[1][1]) / 2, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(logits, singles[0][0])
+        if step == 0:  # a reset: the candidate's distance is the mean of both fresh maps'
+            torch.testing.assert_close(cand[1], (singles[0][2][1] + singles[1][2][1]) / 2, atol=1e-6, rtol=1e-5)
+            assert torch.equal(cand[0], singles[0][2][0]) and torch.equal(cand[2], singles[0][2][2])
+        else:
+            assert cand is None
+        (grad,) = torch.autograd.grad(d.sum(), xa)
+        assert grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="n_seeds must be an integer ≥ 1"):
+        MaskTracker(g, n_seeds=0)
 
 
 @pytest.mark.slow

@@ -223,7 +223,10 @@ class ADV2:
     every ``n_reset`` iterations, where the keep-best candidates are taken; the image moves
     along the L2-normalised gradient by the largest of ``alpha_max, alpha_max/2, …`` (``n_bs``
     halvings) that keeps it classified as ``c_t``, per example (:mod:`adv2.attacks.steps`).
-    ``mask_loss="objective"`` replaces the unrolled steps by the authors' shortcut.
+    ``mask_loss="objective"`` replaces the unrolled steps by the authors' shortcut. ``n_seeds``
+    (default 1, the paper's scheme) averages the loss and the keep-best distance over that many
+    MASK jitter seeds, none of them the one the reported map uses (an expectation over MASK's
+    randomness; the demo uses 4).
 
     RTS adds ``lam_enc`` (default 0.1, the paper's λ₂) × the cross-entropy of the RTS encoder's
     own head towards ``c_t`` to the loss (its tracker's auxiliary term).
@@ -257,6 +260,7 @@ class ADV2:
         n_bs: int = 12,
         n_step: int | None = None,
         n_reset: int | None = None,
+        n_seeds: int = 1,
         mask_loss: str = "unroll",
         lam_enc: float | None = None,
         tau: float | None = None,
@@ -319,6 +323,7 @@ class ADV2:
         self.n_bs = _check_int(n_bs, "n_bs", 0)
         self.n_step = _check_int(defaults.get("n_step", 4) if n_step is None else n_step, "n_step", 1)
         self.n_reset = _check_int(defaults.get("n_reset", 50) if n_reset is None else n_reset, "n_reset", 1)
+        self.n_seeds = _check_int(n_seeds, "n_seeds", 1)
         if mask_loss not in MASK_LOSSES:
             raise ValueError(f"unknown mask_loss {mask_loss!r}; expected one of {MASK_LOSSES}")
         self.mask_loss = mask_loss
@@ -372,7 +377,7 @@ class ADV2:
         ctx = AttackContext(x, target_class, m_t, None if flow else self.eps, self.objective, self.measure, self.k,
                             p_benign)
         tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss,
-                                           lam_enc=self.lam_enc)
+                                           lam_enc=self.lam_enc, n_seeds=self.n_seeds)
         if flow:
             pert = FlowPerturbation(self, x)
         elif self.step_rule == "sign":

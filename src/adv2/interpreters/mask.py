@@ -273,9 +273,10 @@ class Mask(Interpreter):
         create_graph = torch.is_grad_enabled() and x.requires_grad
         return self.solve(x, target, create_graph=create_graph)[0]
 
-    def tracker(self, n_step: int = 4, n_reset: int = 50, mask_loss: str = "unroll", **_) -> MaskTracker:
+    def tracker(self, n_step: int = 4, n_reset: int = 50, mask_loss: str = "unroll", n_seeds: int = 1,
+                **_) -> MaskTracker:
         """The bilevel scheme of the ADV² loop (:class:`MaskTracker`)."""
-        return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss)
+        return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds)
 
     def __repr__(self):
         return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, l1={self.l1}, "
@@ -291,9 +292,14 @@ class MaskTracker:
     inside the ε-ball): that state replaces the running one, and the image is a keep-best
     candidate, judged by the distance of this fresh map to the target map. In between, each
     iteration takes ``n_step`` Adam steps from the running state with the graph kept, so the
-    interpretation loss is differentiated through them. The attack's jitter seed is
-    ``interpreter.seed + 1``: the maps reported afterwards (``seed``) use a jitter the attack
-    never saw.
+    interpretation loss is differentiated through them.
+
+    The attack's jitter seeds are ``interpreter.seed + 1, …, interpreter.seed + n_seeds``: the
+    maps reported afterwards (``seed``) use a jitter the attack never saw. With ``n_seeds > 1``
+    the tracker keeps one running state per seed (one batched solve of ``n_seeds × N`` images)
+    and both the loss and the keep-best distance are the mean over the seeds: an expectation
+    over MASK's jitter, so the example does not fit one jitter sequence (with one seed the maps
+    under that seed end up far closer to the target than under any other; README).
 
     ``mode="objective"`` is the authors' cheaper route instead of the unrolled steps: the
     interpretation loss is MASK's own objective evaluated at the target map on ``x̂`` (so that
@@ -304,31 +310,48 @@ class MaskTracker:
     MODES = ("unroll", "objective")
 
     def __init__(self, interpreter: Mask, n_step: int = 4, n_reset: int = 50, seed: int | None = None,
-                 mode: str = "unroll"):
+                 mode: str = "unroll", n_seeds: int = 1):
         if mode not in self.MODES:
             raise ValueError(f"unknown mask_loss {mode!r}; expected one of {self.MODES}")
-        self.g, self.n_step, self.n_reset, self.mode = interpreter, n_step, n_reset, mode
+        if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
+            raise ValueError(f"n_seeds must be an integer ≥ 1, got {n_seeds!r}")
+        self.g, self.n_step, self.n_reset, self.mode, self.n_seeds = interpreter, n_step, n_reset, mode, n_seeds
         self.seed = interpreter.seed + 1 if seed is None else seed
         self.state: MaskState | None = None
 
+    def _seeds(self, n: int) -> torch.Tensor:
+        """Per-example jitter seeds of the ``n_seeds × n`` stacked copies (seed-major)."""
+        return torch.arange(self.seed, self.seed + self.n_seeds).repeat_interleave(n)
+
+    def _distance(self, ctx, sal: torch.Tensor) -> torch.Tensor:
+        """Mean over the seeds of ``ctx.distance`` of the stacked maps ``(n_seeds·N, 1, h, w)`` → ``(N,)``."""
+        n = sal.shape[0] // self.n_seeds
+        return torch.stack([ctx.distance(part) for part in sal.split(n)]).mean(0)
+
     def __call__(self, ctx, x_adv: torch.Tensor, t: int, last: bool):
         """One joint iteration ``t``: ``(logits, d, candidate, aux)`` as :class:`~adv2.interpreters.base.MapTracker`."""
+        n, k = x_adv.shape[0], self.n_seeds
+        seeds = self.seed if k == 1 else self._seeds(n)
+        target = ctx.target_class.repeat(k)
         cand = None
         if t % self.n_reset == 0 or last:
             xq = ctx.quantize(x_adv.detach())
             with torch.no_grad():
                 ok = self.g.model(xq).argmax(1) == ctx.target_class
-            fresh, self.state = self.g.solve(xq, ctx.target_class, seed=self.seed)
-            cand = (xq, ctx.distance(fresh), ok)
+            fresh, self.state = self.g.solve(xq.repeat(k, 1, 1, 1), target, seed=seeds)
+            cand = (xq, self._distance(ctx, fresh), ok)
         if last:
             return None, None, cand, None
         logits = self.g.model(x_adv)
         if self.mode == "objective":  # the authors' shortcut: make m_t cheap for MASK at x̂, no unrolling
-            ctx.distance(self.state.saliency)  # brings ctx.m_t to the mask's size
-            offsets = jitter_offsets([self.seed] * x_adv.shape[0], 10**6 + t, self.g.jitter)
-            obj = self.g.objective(x_adv, self.g.blurred(x_adv), ctx.m_t, ctx.target_class, offsets, smooth=True)
-            return logits, obj, cand, None
-        sal, state = self.g.solve(x_adv, ctx.target_class, state=self.state, steps=self.n_step, seed=self.seed,
+            ctx.distance(self.state.saliency[:n])  # brings ctx.m_t to the mask's size
+            blurred = self.g.blurred(x_adv)
+            obj = 0
+            for s in range(self.seed, self.seed + k):
+                offsets = jitter_offsets([s] * n, 10**6 + t, self.g.jitter)
+                obj = obj + self.g.objective(x_adv, blurred, ctx.m_t, ctx.target_class, offsets, smooth=True)
+            return logits, obj / k, cand, None
+        sal, state = self.g.solve(x_adv.repeat(k, 1, 1, 1), target, state=self.state, steps=self.n_step, seed=seeds,
                                   create_graph=True, smooth=True)
         self.state = state.detach()
-        return logits, ctx.distance(sal), cand, None
+        return logits, self._distance(ctx, sal), cand, None
