@@ -7,6 +7,12 @@ floor is the L1 between benign maps of x and of x + N(0, (1/255)²) — for mask
 runs with different jitter seeds on the same image: the distance no attack can be judged below.
 Also the seconds per image of the benign map and of ADV².
 
+MASK is random (its jitter), and one jitter seed is a noisy judge: on 32 images the ADV²/PGD ratio
+moves by ±0.06 from one seed to another. So for mask the bar is judged on the mean over four
+defender seeds (0, the demo's, and 100–102, none of them a seed the attack used): for each seed
+``s`` both the benign map and the maps of the PGD and ADV² examples are MASK re-solved with ``s``,
+as a defender running MASK with that seed would see them. The seed-0 numbers are printed too.
+
     python benchmarks/quality.py [--model shapes-resnet] [--n 64] [--interpreters grad,cam,gradcam,mask,rts]
 """
 
@@ -22,6 +28,8 @@ import adv2
 from adv2.experiments.demo import BUDGETS, apply_overrides, run_demo
 from adv2.experiments.sampling import correctly_classified_shapes
 
+#: MASK jitter seeds of the defender (see the module docs); the attack's own are 1..n_seeds.
+DEFENDER_SEEDS = (0, 100, 101, 102)
 #: interpreter: (success bar, L1-ratio bar)
 BARS = {"grad": (0.98, 0.4), "cam": (0.98, 1 / 3), "gradcam": (0.98, 1 / 3), "mask": (0.95, 0.5), "rts": (0.98, 1 / 3),
         "rts-aid": (0.0, float("inf"))}
@@ -41,6 +49,27 @@ def noise_floor(model, name, x, y, sigma=1 / 255, seed=0, **kwargs):
     return adv2.metrics.lp_distance(m, other, p=1).mean().item(), sec
 
 
+def defender_seeds(model, run_dir, kwargs, seeds=DEFENDER_SEEDS):
+    """MASK only: mean over ``seeds`` of the L1 between MASK_s(x̂) and MASK_s(x) for the PGD and ADV²
+    examples of the run in ``run_dir`` (over successful examples): ``(pgd_l1, adv2_l1, per-seed ratios)``."""
+    from safetensors.torch import load_file
+
+    t = load_file(f"{run_dir}/tensors.safetensors")
+    x, y, tc = t["x"], t["labels"], t["target_class"]
+    with torch.no_grad():
+        ok = {a: model(t[k]).argmax(1) == tc for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask"))}
+    pgd, adv, ratios = [], [], []
+    for s in seeds:
+        g = adv2.interpreters.get("mask", model, **{**kwargs, "seed": s})
+        benign = g(x, y)
+        d = {a: adv2.metrics.lp_distance(g(t[k], tc), benign, p=1)[ok[a]].mean().item()
+             for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask"))}
+        pgd.append(d["pgd"])
+        adv.append(d["adv2"])
+        ratios.append(d["adv2"] / d["pgd"])
+    return sum(pgd) / len(pgd), sum(adv) / len(adv), ratios
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="shapes-resnet")
@@ -53,7 +82,7 @@ def main():
     out = args.out or f"runs/bench-quality-{args.model}"
     budgets = apply_overrides(copy.deepcopy(BUDGETS["default"]), args.set)
     summary = run_demo(model=args.model, n=args.n, out=out, budgets=budgets, interpreter_names=names, restart=True,
-                       verbose=False)
+                       attacks=("pgd", "adv2"), verbose=False)
     model = adv2.models.load(args.model)
     x, y, _, _ = correctly_classified_shapes(model, args.n, seed=0)
     by = {(r["attack"], r["interpreter"]): r for r in summary["rows"]}
@@ -66,11 +95,20 @@ def main():
         ratio = a["l1"] / p["l1"]
         nf, sec = noise_floor(model, interp, x, y, **budgets.get(interp, {}).get("interpreter", {}))
         succ_bar, bar = BARS[interp]
-        ok = a["success_rate"] >= succ_bar and ratio <= bar and a["iou"] > p["iou"]
+        judged = ratio
+        if interp == "mask":
+            kw = budgets.get(interp, {}).get("interpreter", {})
+            pl1, al1, ratios = defender_seeds(model, out, kw)
+            judged = al1 / pl1
+            seeds_note = (f"mask over defender seeds {DEFENDER_SEEDS}: PGD L1 {pl1:.4f}, ADV² L1 {al1:.4f}, "
+                          f"ratio {judged:.3f} (per seed: {', '.join(f'{r:.3f}' for r in ratios)})")
+        ok = a["success_rate"] >= succ_bar and judged <= bar and a["iou"] > p["iou"]
         print(f"| {interp} | {p['success_rate']:.3f} | {a['success_rate']:.3f} | {a['success_rate_quantized']:.3f} "
               f"| {p['l1']:.4f} | {a['l1']:.4f} | {ratio:.3f} | {bar:.3f} | {nf:.4f} "
               f"| {p['l2']:.4f} | {a['l2']:.4f} | {p['iou']:.3f} | {a['iou']:.3f} | {sec:.3f} | {a['seconds']:.2f} "
               f"| {'yes' if ok else 'NO'} |")
+    if "mask" in names:
+        print(seeds_note)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ def _budget(n: int, pgd_steps: int, warmup: int, steps: int, flow_steps: int, ma
     return {"n": n, "pgd": {"steps": pgd_steps}, "stadv": {"steps": 300}, **plain, "mask": mask}
 
 
-_MASK = {"warmup": 50, "steps": 100, "n_step": 4, "n_reset": 25, "alpha_max": 0.3, "interpreter": {"steps": 300},
+_MASK = {"warmup": 50, "steps": 100, "n_step": 4, "n_reset": 25, "alpha_max": 0.3, "n_seeds": 4,
+         "interpreter": {"steps": 300},
          "flow": {"warmup": 50, "steps": 100, "n_reset": 25}}
 #: Attack budgets for the embedded 64×64 models, found by measurement (benchmarks/quality.py,
 #: benchmarks/stadv.py): ``pgd`` and ``stadv`` steps for the baselines; per interpreter, the
 #: keyword arguments of ``ADV2`` (its PGD ``warmup``, joint ``steps``, MASK's ``n_step``,
-#: ``n_reset``, ``alpha_max``), under ``flow`` those of the flow variant
+#: ``n_reset``, ``alpha_max``, ``n_seeds``), under ``flow`` those of the flow variant
 #: (``ADV2(perturbation="flow")``, on top of its Table 11 defaults), and under ``interpreter``
 #: those of the interpreter itself (MASK's Adam ``steps``).
 BUDGETS = {
