@@ -110,8 +110,9 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_demo_fast_shows_the_papers_point(tmp_path):
     """`adv2 demo --fast` end to end: ADV² success >= 90% and L1 <= 1/2 of PGD's for grad, cam,
-    gradcam, rts. MASK: success >= 90% and ADV²'s map closer to the benign one than PGD's (its
-    issue's 1/2 bar is not met yet, see the README). ADV²-StAdv against StAdv likewise."""
+    gradcam, rts. MASK (a jittered optimisation, so its numbers may move with the platform's float
+    rounding): success >= 90% and L1 <= 0.6 of PGD's (0.47 measured on the reference machine, README).
+    ADV²-StAdv against StAdv likewise, with the looser bounds below."""
     p = run_cli("demo", "--fast", "--out", str(tmp_path / "fast"), "--no-progress")
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "fast" / "summary.json").read_text())["rows"]
@@ -119,7 +120,7 @@ def test_demo_fast_shows_the_papers_point(tmp_path):
     for interp in ("grad", "cam", "gradcam", "mask", "rts"):
         adv, pgd = by[("adv2", interp)], by[("pgd", interp)]
         assert adv["success_rate"] >= 0.9, adv
-        assert adv["l1"] <= (0.9 if interp == "mask" else 0.5) * pgd["l1"], (adv, pgd)
+        assert adv["l1"] <= (0.6 if interp == "mask" else 0.5) * pgd["l1"], (adv, pgd)
     # the flow variant: reaches the target, and keeps the map closer than StAdv (grad: by less,
     # mask: not at all yet, see the README)
     for interp, bound in (("grad", 0.85), ("cam", 0.6), ("gradcam", 0.6), ("rts", 0.6), ("mask", None)):

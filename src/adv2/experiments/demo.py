@@ -29,7 +29,7 @@ def _budget(n: int, pgd_steps: int, warmup: int, steps: int, flow_steps: int, ma
     return {"n": n, "pgd": {"steps": pgd_steps}, "stadv": {"steps": 300}, **plain, "mask": mask}
 
 
-_MASK = {"warmup": 50, "steps": 100, "n_step": 4, "n_reset": 25, "alpha_max": 0.3, "n_seeds": 4,
+_MASK = {"warmup": 50, "steps": 100, "n_step": 4, "n_reset": 25, "alpha_max": 0.3, "n_seeds": 8,
          "interpreter": {"steps": 300},
          "flow": {"warmup": 50, "steps": 100, "n_reset": 25}}
 #: Attack budgets for the embedded 64×64 models, found by measurement (benchmarks/quality.py,
