@@ -144,7 +144,15 @@ def test_adv2_flow_moves_pixels_and_keeps_the_map(resnet_model, batch):
                                            (dict(perturbation="flow", tau=-1.0), "tau"),
                                            (dict(perturbation="flow", step_rule="sign"), "step_rule"),
                                            (dict(perturbation="flow", betas=(0.9, 1.0)), "betas"),
-                                           (dict(perturbation="flow", flow_lr=0), "flow_lr")])
+                                           (dict(perturbation="flow", flow_lr=0), "flow_lr"),
+                                           (dict(perturbation="flow", flow_lr_schedule="cos"), "flow_lr_schedule"),
+                                           (dict(flow_lr_schedule="cosine"), "flow_lr_schedule applies"),
+                                           (dict(lam_adapt=0.9), "lam_adapt"),
+                                           (dict(lam_adapt=2.0), "lam_adapt"),
+                                           (dict(lam_adapt=True), "lam_adapt"),
+                                           (dict(lam_adapt=float("nan")), "lam_adapt"),
+                                           (dict(lam_adapt=float("inf")), "lam_adapt"),
+                                           (dict(lam_adapt="1.02"), "lam_adapt")])
 def test_adv2_flow_bad_settings(resnet_model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ADV2(resnet_model, CAM(resnet_model), **kwargs)
@@ -220,3 +228,77 @@ def test_cam_and_gradcam_take_module_objects_as_well_as_names(resnet_model, batc
         CAM(resnet_model, layer=net.layer4, head=net.layer4)
     with pytest.raises(ValueError, match="must be a submodule's name or the module itself"):
         CAM(resnet_model, layer=4)
+
+
+def test_decayed_schedules_against_hand_values(resnet_model):
+    from adv2.attacks.adv2 import decayed
+
+    assert decayed(0.03, 5, 11, "constant") == 0.03
+    assert decayed(0.03, 0, 11, "cosine") == pytest.approx(0.03)
+    assert decayed(0.03, 10, 11, "cosine") == pytest.approx(0.003)
+    assert decayed(0.03, 5, 11, "cosine") == pytest.approx(0.0165)  # halfway: the mean of the ends
+    assert decayed(0.03, 5, 11, "linear") == pytest.approx(0.0165)
+    assert decayed(0.03, 2, 11, "linear") == pytest.approx(0.03 - 0.027 * 0.2)
+    import math
+
+    atk = ADV2(resnet_model, CAM(resnet_model), steps=11, alpha=0.03)  # the L∞ step: cosine by default
+    old = [0.003 + 0.5 * (0.03 - 0.003) * (1 + math.cos(math.pi * t / 10)) for t in (0, 5, 10)]
+    assert [atk.alpha_at(t) for t in (0, 5, 10)] == old
+
+
+def test_adapt_scale_against_hand_values():
+    from adv2.attacks.adv2 import LAM_SCALE_RANGE, adapt_scale
+
+    scale = torch.tensor([1.0, 1.0, 2.0, 1e6, 1e-3])
+    held = torch.tensor([True, False, True, True, False])
+    out = adapt_scale(scale, held, 1.02)
+    want = torch.tensor([1.02, 1.02**-20, 2.04, 1e6, 1e-3])  # clamped at both ends
+    assert torch.allclose(out, want) and out.min() >= LAM_SCALE_RANGE[0] and out.max() <= LAM_SCALE_RANGE[1]
+
+
+def test_flow_lr_schedule_sets_adams_rate_per_joint_step(resnet_model, batch, monkeypatch):
+    x, _, t = batch
+    seen = []
+    step = torch.optim.Adam.step
+
+    def record(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    ADV2(resnet_model, CAM(resnet_model), perturbation="flow", warmup=2, steps=5, flow_lr=0.03,
+         flow_lr_schedule="cosine")(x[:2], t[:2])
+    assert seen[:2] == [0.03, 0.03]  # warm-up: the base rate
+    assert seen[2] == pytest.approx(0.03) and seen[-1] == pytest.approx(0.003)  # joint: 0.03 → 0.003
+    assert all(a > b for a, b in zip(seen[2:], seen[3:], strict=False))
+
+
+def test_adv2_lam_adapt_keeps_examples_independent(resnet_model, batch):
+    x, y, t = batch
+    g = Grad(resnet_model)
+    atk = ADV2(resnet_model, g, perturbation="flow", warmup=3, steps=12, lam_adapt=1.5)
+    # example 0 (target: its own class, held throughout) gets the same flow whether its neighbour
+    # holds its target (its own class) or not (another class). Same batch size: another size runs
+    # other convolution kernels, whose rounding Adam's normalised steps amplify.
+    xs, maps = x[:2], g(x[:2], y[:2])
+    held = atk(xs, y[:2], target_map=maps)
+    lost = atk(xs, torch.stack([y[0], t[1]]), target_map=maps)
+    assert held.success.all() and not lost.success[1]
+    torch.testing.assert_close(held.flow[0], lost.flow[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_adv2_flow_lam_adapt_brings_the_grad_map_closer_and_keeps_the_class(resnet_model, batch):
+    """Per-example λ adaptation (like the demo's GRAD flow settings, with half the steps and a
+    faster-growing λ): every example still reaches the target, and the map ends nearer the
+    benign one than with λ as scheduled."""
+    x, y, t = batch
+    g = Grad(resnet_model)
+    benign = g(x, y)
+    kw = dict(perturbation="flow", warmup=20, steps=300, flow_lr=0.03, flow_lr_schedule="cosine")
+    plain = ADV2(resnet_model, g, **kw)(x, t, target_map=benign)
+    adapt = ADV2(resnet_model, g, lam_adapt=1.05, **kw)(x, t, target_map=benign)
+    assert adapt.success.all() and adapt.success_quantized.all()
+    d_plain = adv2.metrics.lp_distance(plain.map, benign).mean()
+    d_adapt = adv2.metrics.lp_distance(adapt.map, benign).mean()
+    assert d_adapt < 0.9 * d_plain  # measured: 0.80

@@ -74,6 +74,30 @@ SCHEDULES = ("linear", "constant")
 STEP_RULES = ("sign", "search")
 MASK_LOSSES = ("unroll", "objective")
 ALPHA_SCHEDULES = ("constant", "cosine", "linear")
+#: With ``lam_adapt=γ`` an example's λ multiplier is divided by ``γ ** LAM_ADAPT_DOWN`` at an
+#: iteration that is not classified as ``c_t`` (one loss undoes this many gains) and kept in
+#: ``LAM_SCALE_RANGE``.
+LAM_ADAPT_DOWN = 20
+LAM_SCALE_RANGE = (1e-3, 1e6)
+
+
+def decayed(base: float, t: int, steps: int, schedule: str) -> float:
+    """``base`` at joint iteration ``t`` of ``steps`` under ``schedule`` (:data:`ALPHA_SCHEDULES`):
+    constant, or decaying from ``base`` to ``base/10`` (``"cosine"``, ``"linear"``)."""
+    if schedule == "constant" or steps <= 1:
+        return base
+    frac = t / (steps - 1)
+    lo = base / 10
+    if schedule == "linear":
+        return base + (lo - base) * frac
+    return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * frac))
+
+
+def adapt_scale(scale: torch.Tensor, held: torch.Tensor, gamma: float) -> torch.Tensor:
+    """One update of the per-example λ multipliers ``(N,)`` (``lam_adapt=gamma``): × ``gamma``
+    where the iterate is classified as the target (``held``), ÷ ``gamma ** LAM_ADAPT_DOWN``
+    where it is not, clamped to :data:`LAM_SCALE_RANGE`."""
+    return torch.where(held, scale * gamma, scale / gamma**LAM_ADAPT_DOWN).clamp(*LAM_SCALE_RANGE)
 
 
 def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -188,6 +212,9 @@ class FlowPerturbation:
         return self.step(None, var, grad, None, None)
 
     def step(self, ctx, var, grad, t, logits):
+        if t is not None:  # a joint iteration: the learning rate follows flow_lr_schedule
+            for group in self.opt.param_groups:
+                group["lr"] = decayed(self.a.flow_lr, t, self.a.steps, self.a.flow_lr_schedule)
         var.grad = grad
         self.opt.step()
         var.grad = None
@@ -226,7 +253,16 @@ class ADV2:
     ``mask_loss="objective"`` replaces the unrolled steps by the authors' shortcut. ``n_seeds``
     (default 1, the paper's scheme) averages the loss and the keep-best distance over that many
     MASK jitter seeds, none of them the one the reported map uses (an expectation over MASK's
-    randomness; the demo uses 4).
+    randomness; the demo uses 8).
+
+    ``lam_adapt=γ`` in ``[1, 2)`` adapts λ per example, as Carlini & Wagner search their constant
+    but online: at each joint iteration, before its step, an example's λ multiplier (1 before the
+    first) grows by ``γ`` if the current iterate is classified as ``c_t`` and shrinks by ``γ**20``
+    if not (kept in [1e-3, 1e6]).
+    The map term then dominates wherever the class holds, so the penalty weights stop binding:
+    the attack minimises the map distance while it keeps the class. The default ``1`` keeps λ
+    as scheduled. For the flow this is how GRAD's map reaches half of StAdv's distance, at the
+    price of larger flows (``benchmarks/stadv.py``).
 
     RTS adds ``lam_enc`` (default 0.1, the paper's λ₂) × the cross-entropy of the RTS encoder's
     own head towards ``c_t`` to the loss (its tracker's auxiliary term).
@@ -234,8 +270,9 @@ class ADV2:
     ``perturbation="flow"`` (StAdv-based ADV², paper Eqn 14) moves pixels instead: the variable
     is a per-pixel flow, ``x̂ = warp(x, flow)`` (:mod:`adv2.attacks.flow`), the loss gains
     ``tau · ℓ_flow`` and Adam (``flow_lr``, ``betas``) takes the steps; there is no ε-ball and,
-    by default, no warm start (Table 11 iterations and λ). The result's ``flow`` is the flow of
-    ``x_adv``.
+    by default, no warm start (Table 11 iterations and λ). ``flow_lr_schedule`` (default
+    ``"constant"``, the paper's) may decay Adam's rate like ``alpha_schedule`` does the L∞ step.
+    The result's ``flow`` is the flow of ``x_adv``.
 
     Call: ``atk(x, target_class, target_map=None)`` with ``x`` ``(N, 3, H, W)`` in ``[0, 1]``,
     ``target_class`` ``(N,)``, ``target_map`` ``(N, 1, h, w)`` in ``[0, 1]`` (any size, resized
@@ -265,7 +302,9 @@ class ADV2:
         lam_enc: float | None = None,
         tau: float | None = None,
         flow_lr: float = 0.01,
+        flow_lr_schedule: str = "constant",
         betas: tuple[float, float] = (0.9, 0.999),
+        lam_adapt: float = 1.0,
         progress: bool = False,
         objective: str = "adv2",
         measure: str = "topk",
@@ -314,6 +353,14 @@ class ADV2:
         if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or not 0 <= self.tau < math.inf:
             raise ValueError(f"tau must be a non-negative number, got {self.tau!r}")
         self.flow_lr = check_positive(flow_lr, "flow_lr")
+        if flow_lr_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(f"unknown flow_lr_schedule {flow_lr_schedule!r}; expected one of {ALPHA_SCHEDULES}")
+        if flow_lr_schedule != "constant" and perturbation != "flow":
+            raise ValueError("flow_lr_schedule applies to perturbation='flow'; the L∞ step follows alpha_schedule")
+        self.flow_lr_schedule = flow_lr_schedule
+        if isinstance(lam_adapt, bool) or not isinstance(lam_adapt, (int, float)) or not 1 <= lam_adapt < 2:
+            raise ValueError(f"lam_adapt must be a number in [1, 2) (1 = off), got {lam_adapt!r}")
+        self.lam_adapt = float(lam_adapt)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
@@ -341,13 +388,7 @@ class ADV2:
     def alpha_at(self, t: int) -> float:
         """Step size at joint iteration ``t``: ``alpha`` throughout (``"constant"``), or decaying
         from ``alpha`` to ``alpha/10`` (``"cosine"``, ``"linear"``)."""
-        if self.alpha_schedule == "constant" or self.steps <= 1:
-            return self.alpha
-        frac = t / (self.steps - 1)
-        lo = self.alpha / 10
-        if self.alpha_schedule == "linear":
-            return self.alpha + (lo - self.alpha) * frac
-        return lo + 0.5 * (self.alpha - lo) * (1 + math.cos(math.pi * frac))
+        return decayed(self.alpha, t, self.steps, self.alpha_schedule)
 
     def benign_map(self, x: torch.Tensor) -> torch.Tensor:
         """``g(x; f(x).argmax(1))``, detached."""
@@ -395,6 +436,7 @@ class ADV2:
         best_x = pert.image(var).detach().clone()
         best_var = var.detach().clone() if flow else None
         best_d = torch.full((n,), float("inf"), device=x.device)
+        scale = torch.ones(n, device=x.device, dtype=x.dtype)  # per-example λ multipliers (lam_adapt)
         for t in range(self.steps + 1):
             var.requires_grad_(True)
             x_adv = pert.image(var)
@@ -410,7 +452,11 @@ class ADV2:
                         best_var = torch.where(better[:, None, None, None], var.detach(), best_var)
             if last:
                 break
-            loss = ctx.prediction_loss(logits) + self.lam_at(t) * d
+            if self.lam_adapt != 1:
+                scale = adapt_scale(scale, logits.detach().argmax(1) == ctx.target_class, self.lam_adapt)
+                loss = ctx.prediction_loss(logits) + self.lam_at(t) * scale * d
+            else:
+                loss = ctx.prediction_loss(logits) + self.lam_at(t) * d
             if aux is not None:
                 loss = loss + aux
             pen = pert.penalty(var)
@@ -432,7 +478,11 @@ class ADV2:
     def __repr__(self):
         return (f"ADV2({self.interpreter!r}, eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, "
                 f"warmup={self.warmup}, lam={self.lam:.4g}, schedule={self.lam_schedule!r}, "
-                f"step_rule={self.step_rule!r})")
+                f"step_rule={self.step_rule!r}{self._repr_extras()})")
+
+    def _repr_extras(self) -> str:
+        out = f", lam_adapt={self.lam_adapt:.4g}" if self.lam_adapt != 1 else ""
+        return out + (f", flow_lr_schedule={self.flow_lr_schedule!r}" if self.flow_lr_schedule != "constant" else "")
 
 
 def _check_int(v, name: str, lo: int) -> int:
