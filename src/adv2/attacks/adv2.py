@@ -454,9 +454,7 @@ class ADV2:
                 break
             if self.lam_adapt != 1:
                 scale = adapt_scale(scale, logits.detach().argmax(1) == ctx.target_class, self.lam_adapt)
-                loss = ctx.prediction_loss(logits) + self.lam_at(t) * scale * d
-            else:
-                loss = ctx.prediction_loss(logits) + self.lam_at(t) * d
+            loss = ctx.prediction_loss(logits) + self.lam_at(t) * scale * d
             if aux is not None:
                 loss = loss + aux
             pen = pert.penalty(var)
