@@ -14,12 +14,18 @@ defender seeds (0, the demo's, and 100–102, none of them a seed the attack use
 as a defender running MASK with that seed would see them. The seed-0 numbers are printed too.
 
     python benchmarks/quality.py [--model shapes-resnet] [--n 64] [--interpreters grad,cam,gradcam,mask,rts]
+    python benchmarks/quality.py --judge RUN_DIR   # only judge a finished run's MASK examples
+
+The MASK judgement also prints the floor between the defender seeds' benign maps (how far two
+defenders' maps of the same image already are) and the ratio above it, (ADV² − floor) / (PGD −
+floor); ``--judge`` prints them per image.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 
 import torch
@@ -50,24 +56,68 @@ def noise_floor(model, name, x, y, sigma=1 / 255, seed=0, **kwargs):
 
 
 def defender_seeds(model, run_dir, kwargs, seeds=DEFENDER_SEEDS):
-    """MASK only: mean over ``seeds`` of the L1 between MASK_s(x̂) and MASK_s(x) for the PGD and ADV²
-    examples of the run in ``run_dir`` (over successful examples): ``(pgd_l1, adv2_l1, per-seed ratios)``."""
+    """MASK only: judge the PGD and ADV² examples of the run in ``run_dir`` over the defender
+    ``seeds``. For each seed, the L1 between MASK_s(x̂) and MASK_s(x), over successful examples.
+    Returns a dict: ``pgd``, ``adv2`` (means over seeds and examples), ``ratios`` (per seed),
+    ``floor`` (mean pairwise L1 between the seeds' benign maps: two defenders' disagreement on the
+    same image), ``excess`` ((ADV² − floor) / (PGD − floor), the ratio above that floor) and
+    ``per_image`` ((index, pgd, adv2, floor, both attacks succeeded) per example, means over the
+    seeds); the means and ``floor`` count successful examples only."""
     from safetensors.torch import load_file
 
     t = load_file(f"{run_dir}/tensors.safetensors")
     x, y, tc = t["x"], t["labels"], t["target_class"]
     with torch.no_grad():
         ok = {a: model(t[k]).argmax(1) == tc for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask"))}
-    pgd, adv, ratios = [], [], []
+    both = ok["pgd"] & ok["adv2"]
+    dist = {"pgd": [], "adv2": []}
+    benign = []
     for s in seeds:
         g = adv2.interpreters.get("mask", model, **{**kwargs, "seed": s})
-        benign = g(x, y)
-        d = {a: adv2.metrics.lp_distance(g(t[k], tc), benign, p=1)[ok[a]].mean().item()
-             for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask"))}
-        pgd.append(d["pgd"])
-        adv.append(d["adv2"])
-        ratios.append(d["adv2"] / d["pgd"])
-    return sum(pgd) / len(pgd), sum(adv) / len(adv), ratios
+        benign.append(g(x, y))
+        for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask")):
+            dist[a].append(adv2.metrics.lp_distance(g(t[k], tc), benign[-1], p=1))
+    ratios = [dist["adv2"][i][ok["adv2"]].mean().item() / dist["pgd"][i][ok["pgd"]].mean().item()
+              for i in range(len(seeds))]
+    pgd, adv = (torch.stack(dist[a]).mean(0) for a in ("pgd", "adv2"))
+    floor = torch.stack([adv2.metrics.lp_distance(benign[i], benign[j], p=1)
+                         for i in range(len(seeds)) for j in range(i + 1, len(seeds))]).mean(0)
+    fl = floor[both].mean().item()
+    above = pgd[both].mean().item() - fl  # PGD at or below the floor: no ratio above it
+    index = t.get("index", torch.arange(len(x)))
+    return {"pgd": pgd[ok["pgd"]].mean().item(), "adv2": adv[ok["adv2"]].mean().item(), "ratios": ratios,
+            "floor": fl, "excess": (adv[both].mean().item() - fl) / above if above > 0 else float("nan"),
+            "per_image": [(int(index[i]), pgd[i].item(), adv[i].item(), floor[i].item(), bool(both[i]))
+                          for i in range(len(x))]}
+
+
+def seeds_note(j: dict) -> str:
+    ratio = j["adv2"] / j["pgd"]
+    return (f"mask over defender seeds {DEFENDER_SEEDS}: PGD L1 {j['pgd']:.4f}, ADV² L1 {j['adv2']:.4f}, "
+            f"ratio {ratio:.3f} (per seed: {', '.join(f'{r:.3f}' for r in j['ratios'])}); floor between the "
+            f"defender seeds' benign maps {j['floor']:.4f}; ratio above that floor {j['excess']:.3f}")
+
+
+def judge(run_dir: str) -> None:
+    """Judge the MASK examples of an existing run directory (``--judge``): the defender-seed
+    numbers and one row per image."""
+    import yaml
+
+    for name in ("config.yaml", "tensors.safetensors"):
+        if not os.path.exists(f"{run_dir}/{name}"):
+            raise SystemExit(f"{run_dir} has no {name}: not a finished adv2 run")
+    config = yaml.safe_load(open(f"{run_dir}/config.yaml"))
+    if "mask" not in config.get("interpreters", []) or not {"pgd", "adv2"} <= set(config.get("attacks", [])):
+        raise SystemExit(f"{run_dir} is not a run of pgd and adv2 against mask: nothing to judge")
+    model = adv2.models.load(config["model"])
+    kwargs = config.get("budgets", {}).get("mask", {}).get("interpreter", {})
+    j = defender_seeds(model, run_dir, kwargs)
+    print(f"run {run_dir}: model {config['model']}, mask budget {config.get('budgets', {}).get('mask')}")
+    print("| image | PGD L1 | ADV² L1 | floor L1 | both succeeded |")
+    print("|---|---|---|---|---|")
+    for i, p, a, f, ok in j["per_image"]:
+        print(f"| {i} | {p:.3f} | {a:.3f} | {f:.3f} | {'yes' if ok else 'no'} |")
+    print(seeds_note(j))
 
 
 def main():
@@ -77,7 +127,11 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--interpreters", default="grad,cam,gradcam,mask,rts")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="budget override, as adv2 demo")
+    ap.add_argument("--judge", default=None, metavar="RUN_DIR",
+                    help="only judge the MASK examples of this finished run over the defender seeds")
     args = ap.parse_args()
+    if args.judge:
+        return judge(args.judge)
     names = tuple(args.interpreters.split(","))
     out = args.out or f"runs/bench-quality-{args.model}"
     budgets = apply_overrides(copy.deepcopy(BUDGETS["default"]), args.set)
@@ -98,17 +152,16 @@ def main():
         judged = ratio
         if interp == "mask":
             kw = budgets.get(interp, {}).get("interpreter", {})
-            pl1, al1, ratios = defender_seeds(model, out, kw)
-            judged = al1 / pl1
-            seeds_note = (f"mask over defender seeds {DEFENDER_SEEDS}: PGD L1 {pl1:.4f}, ADV² L1 {al1:.4f}, "
-                          f"ratio {judged:.3f} (per seed: {', '.join(f'{r:.3f}' for r in ratios)})")
+            j = defender_seeds(model, out, kw)
+            judged = j["adv2"] / j["pgd"]
+            note = seeds_note(j)
         ok = a["success_rate"] >= succ_bar and judged <= bar and a["iou"] > p["iou"]
         print(f"| {interp} | {p['success_rate']:.3f} | {a['success_rate']:.3f} | {a['success_rate_quantized']:.3f} "
               f"| {p['l1']:.4f} | {a['l1']:.4f} | {ratio:.3f} | {bar:.3f} | {nf:.4f} "
               f"| {p['l2']:.4f} | {a['l2']:.4f} | {p['iou']:.3f} | {a['iou']:.3f} | {sec:.3f} | {a['seconds']:.2f} "
               f"| {'yes' if ok else 'NO'} |")
     if "mask" in names:
-        print(seeds_note)
+        print(note)
 
 
 if __name__ == "__main__":
