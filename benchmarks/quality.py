@@ -14,7 +14,7 @@ defender seeds (0, the demo's, and 100–102, none of them a seed the attack use
 as a defender running MASK with that seed would see them. The seed-0 numbers are printed too.
 
     python benchmarks/quality.py [--model shapes-resnet] [--n 64] [--interpreters grad,cam,gradcam,mask,rts]
-    python benchmarks/quality.py --judge RUN_DIR   # only judge a finished run's MASK examples
+    python benchmarks/quality.py --judge RUN_DIR   # only judge a finished run's MASK examples (L∞ or flow)
 
 The MASK judgement also prints the floor between the defender seeds' benign maps (how far two
 defenders' maps of the same image already are) and the ratio above it, (ADV² − floor) / (PGD −
@@ -55,27 +55,29 @@ def noise_floor(model, name, x, y, sigma=1 / 255, seed=0, **kwargs):
     return adv2.metrics.lp_distance(m, other, p=1).mean().item(), sec
 
 
-def defender_seeds(model, run_dir, kwargs, seeds=DEFENDER_SEEDS):
-    """MASK only: judge the PGD and ADV² examples of the run in ``run_dir`` over the defender
-    ``seeds``. For each seed, the L1 between MASK_s(x̂) and MASK_s(x), over successful examples.
-    Returns a dict: ``pgd``, ``adv2`` (means over seeds and examples), ``ratios`` (per seed),
-    ``floor`` (mean pairwise L1 between the seeds' benign maps: two defenders' disagreement on the
-    same image), ``excess`` ((ADV² − floor) / (PGD − floor), the ratio above that floor) and
-    ``per_image`` ((index, pgd, adv2, floor, both attacks succeeded) per example, means over the
-    seeds); the means and ``floor`` count successful examples only."""
+def defender_seeds(model, run_dir, kwargs, seeds=DEFENDER_SEEDS, pair=("pgd", "adv2")):
+    """MASK only: judge the examples of the baseline and ADV² attacks ``pair`` (``("pgd", "adv2")``
+    or ``("stadv", "adv2-stadv")``) of the run in ``run_dir`` over the defender ``seeds``. For
+    each seed, the L1 between MASK_s(x̂) and MASK_s(x), over successful examples. Returns a dict:
+    ``pgd``, ``adv2`` (means over seeds and examples, for the baseline and ADV²), ``ratios`` (per
+    seed), ``floor`` (mean pairwise L1 between the seeds' benign maps: two defenders'
+    disagreement on the same image), ``excess`` ((ADV² − floor) / (baseline − floor), the ratio
+    above that floor) and ``per_image`` ((index, baseline, adv2, floor, both attacks succeeded)
+    per example, means over the seeds); the means and ``floor`` count successful examples only."""
     from safetensors.torch import load_file
 
     t = load_file(f"{run_dir}/tensors.safetensors")
     x, y, tc = t["x"], t["labels"], t["target_class"]
+    keys = (("pgd", f"x_{pair[0]}"), ("adv2", f"x_{pair[1]}_mask"))
     with torch.no_grad():
-        ok = {a: model(t[k]).argmax(1) == tc for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask"))}
+        ok = {a: model(t[k]).argmax(1) == tc for a, k in keys}
     both = ok["pgd"] & ok["adv2"]
     dist = {"pgd": [], "adv2": []}
     benign = []
     for s in seeds:
         g = adv2.interpreters.get("mask", model, **{**kwargs, "seed": s})
         benign.append(g(x, y))
-        for a, k in (("pgd", "x_pgd"), ("adv2", "x_adv2_mask")):
+        for a, k in keys:
             dist[a].append(adv2.metrics.lp_distance(g(t[k], tc), benign[-1], p=1))
     ratios = [dist["adv2"][i][ok["adv2"]].mean().item() / dist["pgd"][i][ok["pgd"]].mean().item()
               for i in range(len(seeds))]
@@ -91,9 +93,9 @@ def defender_seeds(model, run_dir, kwargs, seeds=DEFENDER_SEEDS):
                           for i in range(len(x))]}
 
 
-def seeds_note(j: dict) -> str:
+def seeds_note(j: dict, names=("PGD", "ADV²")) -> str:
     ratio = j["adv2"] / j["pgd"]
-    return (f"mask over defender seeds {DEFENDER_SEEDS}: PGD L1 {j['pgd']:.4f}, ADV² L1 {j['adv2']:.4f}, "
+    return (f"mask over defender seeds {DEFENDER_SEEDS}: {names[0]} L1 {j['pgd']:.4f}, {names[1]} L1 {j['adv2']:.4f}, "
             f"ratio {ratio:.3f} (per seed: {', '.join(f'{r:.3f}' for r in j['ratios'])}); floor between the "
             f"defender seeds' benign maps {j['floor']:.4f}; ratio above that floor {j['excess']:.3f}")
 
@@ -107,17 +109,22 @@ def judge(run_dir: str) -> None:
         if not os.path.exists(f"{run_dir}/{name}"):
             raise SystemExit(f"{run_dir} has no {name}: not a finished adv2 run")
     config = yaml.safe_load(open(f"{run_dir}/config.yaml"))
-    if "mask" not in config.get("interpreters", []) or not {"pgd", "adv2"} <= set(config.get("attacks", [])):
-        raise SystemExit(f"{run_dir} is not a run of pgd and adv2 against mask: nothing to judge")
+    attacks = set(config.get("attacks", []))
+    pairs = [p for p in (("pgd", "adv2"), ("stadv", "adv2-stadv")) if set(p) <= attacks]
+    if "mask" not in config.get("interpreters", []) or not pairs:
+        raise SystemExit(f"{run_dir} is not a run of pgd and adv2 (or stadv and adv2-stadv) against mask: "
+                         "nothing to judge")
     model = adv2.models.load(config["model"])
     kwargs = config.get("budgets", {}).get("mask", {}).get("interpreter", {})
-    j = defender_seeds(model, run_dir, kwargs)
     print(f"run {run_dir}: model {config['model']}, mask budget {config.get('budgets', {}).get('mask')}")
-    print("| image | PGD L1 | ADV² L1 | floor L1 | both succeeded |")
-    print("|---|---|---|---|---|")
-    for i, p, a, f, ok in j["per_image"]:
-        print(f"| {i} | {p:.3f} | {a:.3f} | {f:.3f} | {'yes' if ok else 'no'} |")
-    print(seeds_note(j))
+    for pair in pairs:
+        names = ("PGD", "ADV²") if pair[0] == "pgd" else ("StAdv", "ADV²-StAdv")
+        j = defender_seeds(model, run_dir, kwargs, pair=pair)
+        print(f"| image | {names[0]} L1 | {names[1]} L1 | floor L1 | both succeeded |")
+        print("|---|---|---|---|---|")
+        for i, p, a, f, ok in j["per_image"]:
+            print(f"| {i} | {p:.3f} | {a:.3f} | {f:.3f} | {'yes' if ok else 'no'} |")
+        print(seeds_note(j, names))
 
 
 def main():
