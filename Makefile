@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/surrogate.py
 	$(BIN)/python benchmarks/rts.py
+	$(BIN)/python benchmarks/mask_pointing.py
 	$(BIN)/python benchmarks/aid.py
 	$(BIN)/python benchmarks/stadv.py --model shapes-resnet
 	$(BIN)/python benchmarks/stadv.py --model shapes-densenet

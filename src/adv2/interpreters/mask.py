@@ -18,8 +18,9 @@ random shift each step, and ``s`` is updated by Adam and clipped to ``[0, 1]``. 
 models the deletion game needs a 16×16 mask that starts fully deleted (``init=1``) and is
 restored by Adam: from an intact image it finds small adversarial deletions (blurring a patch of
 clutter flips these deliberately fragile classifiers) and misses the object. With the defaults
-both games point at the object in 85–90% of the test images (README), and ADV² moves the
-deletion game's map less far from the benign one. The map is ``s`` itself, ``(N, 1, h, w)`` in
+the deletion game points at the object in 92% (ResNet) and 81% (DenseNet) of the first 64 test
+images (``benchmarks/mask_pointing.py``), the preservation game in 84% (README), and ADV² moves
+the deletion game's map less far from the benign one. The map is ``s`` itself, ``(N, 1, h, w)`` in
 ``[0, 1]`` at the mask's resolution.
 
 Every example is optimised on its own (the loss is a sum of per-example terms and each
