@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from adv2._validate import check_images, check_targets, model_call, num_classes_of
+from adv2.interpreters.smooth_relu import COVERED
 
 
 def minmax(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -95,6 +98,34 @@ class MapTracker:
     def __call__(self, ctx, x_adv: torch.Tensor, t: int, last: bool):
         logits, m = self.g.logits_and_map(x_adv, ctx.target_class, create_graph=not last, smooth=True)
         d = ctx.distance(m)
+        if t == 0 and not last:
+            warn_if_flat(m, x_adv, self.g)
         with torch.no_grad():
             ok = logits.argmax(1) == ctx.target_class
         return logits, d, (x_adv.detach(), d.detach(), ok), None
+
+
+class FlatMapWarning(UserWarning):
+    """The interpretation loss has a zero derivative w.r.t. the input: ADV²'s map term cannot act."""
+
+
+def warn_if_flat(m: torch.Tensor, x_adv: torch.Tensor, interpreter) -> bool:
+    """Warn (:class:`FlatMapWarning`) and return ``True`` when the maps ``m`` ``(N, 1, h, w)``
+    (computed from ``x_adv`` as the attack computes them) have an all-zero derivative w.r.t.
+    ``x_adv`` (probed through ``Σ m²``) for every example: the map term of ADV² would do nothing
+    and the attack would silently be PGD. Typical cause: GRAD on a network
+    whose piecewise-linear activations the smooth surrogate does not cover
+    (:mod:`adv2.interpreters.smooth_relu` lists those it does)."""
+    if not (m.requires_grad and x_adv.requires_grad):
+        flat = True
+    else:
+        (g,) = torch.autograd.grad(m.square().sum(), x_adv, retain_graph=True, allow_unused=True)
+        flat = g is None or not bool(g.detach().ne(0).any())
+    if flat:
+        warnings.warn(
+            f"the {getattr(interpreter, 'name', type(interpreter).__name__)} map of this model has a zero derivative "
+            "w.r.t. the input, so ADV²'s map term does nothing and the attack is PGD. For GRAD this means the "
+            "network's activations are piecewise linear ones the smooth surrogate does not cover (covered: "
+            f"{', '.join(COVERED)}); use a covered activation or pass a differentiable interpreter.",
+            FlatMapWarning, stacklevel=3)
+    return flat

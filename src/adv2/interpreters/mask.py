@@ -130,9 +130,9 @@ class Mask(Interpreter):
     Parameters (defaults chosen by measurement on the embedded 64×64 models, see the README):
 
     - ``game``: ``"delete"`` (the paper's, default) or ``"preserve"``, see the module docs.
-    - ``size``: the mask's side ``h = w`` (default ``H // 4``: 16×16 at 64×64, where 8×8 pointed
-      at the object far less often; the authors used 28×28 at 224×224, ``size=28``); at most
-      the image's side.
+    - ``size``: the mask's side ``h = w`` (default ``min(H // 4, 28)``: 16×16 at 64×64, where 8×8
+      pointed at the object far less often, and the authors' 28×28 at 224×224); at most the
+      image's side.
     - ``steps``, ``lr``: Adam iterations and learning rate (the authors': 300, 0.1).
     - ``l1``, ``tv``, ``beta``: weights of the area term ``mean|s|`` (:func:`l1_term`) and of
       the smoothness term ``TV_β(s)`` (:func:`tv_term`), and its exponent (3).
@@ -175,8 +175,8 @@ class Mask(Interpreter):
     # ------------------------------------------------------------------ geometry
     def mask_size(self, x: torch.Tensor) -> tuple[int, int]:
         h, w = x.shape[-2:]
-        if self.size is None:
-            return max(1, h // 4), max(1, w // 4)
+        if self.size is None:  # H/4 up to the paper's 28 (16×16 at 64×64, 28×28 at 224×224)
+            return max(1, min(h // 4, 28)), max(1, min(w // 4, 28))
         if self.size > min(h, w):
             raise ValueError(f"mask size {self.size} is larger than the image ({h}×{w})")
         return self.size, self.size

