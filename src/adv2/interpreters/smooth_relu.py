@@ -162,8 +162,8 @@ class _GroupedConvFn(torch.autograd.Function):
 def _grouped_conv(args, kwargs):
     """``F.conv2d(input, weight, bias, stride, padding, dilation, groups)`` through
     :class:`_GroupedConvFn` where it is grouped with integer padding; ``None`` where not."""
-    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    a = {n: _arg(args, kwargs, i, n, d) for i, (n, d) in enumerate(zip(names, (None, None, None, 1, 0, 1, 1)))}
+    defaults = {"input": None, "weight": None, "bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+    a = {n: _arg(args, kwargs, i, n, d) for i, (n, d) in enumerate(defaults.items())}
     if a["groups"] == 1 or isinstance(a["padding"], str) or a["input"].dim() != 4:
         return None
     return _GroupedConvFn.apply(a["input"], a["weight"], a["bias"], _pair(a["stride"]), _pair(a["padding"]),
