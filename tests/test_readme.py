@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -47,3 +49,11 @@ def test_readme_captum_example_runs(capsys):
     assert success == 1.0 and 0 <= l1 < 0.05  # fooled, with the wrapped IG map kept close
     kept, rho = map(float, second.split())
     assert kept == 1.0 and rho < 0.9  # prediction kept, map rank order broken
+
+
+def test_readme_imagenet_example_runs(capsys):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("skimage")
+    exec(compile(_block("efficientnet-lite0"), "README.md", "exec"), {})
+    success, d_adv2, d_pgd = map(float, capsys.readouterr().out.split())
+    assert success == 1.0 and d_adv2 < d_pgd / 2  # fooled, with the Grad-CAM map kept close

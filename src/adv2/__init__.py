@@ -9,5 +9,5 @@
 
 from adv2 import attacks, data, defenses, interpreters, metrics, models
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 __all__ = ["attacks", "data", "defenses", "interpreters", "metrics", "models", "__version__"]

@@ -38,7 +38,8 @@ def _audit(args) -> int:
     run_audit(model_name=args.model, interpreter_names=tuple(args.interpreter.split(",")), eps=eps,
               objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
               steps=args.steps, samples=args.samples, seed=args.seed, out=args.out, weights=args.weights,
-              num_classes=args.num_classes, measure=args.measure, labels=args.labels, progress=not args.no_progress)
+              num_classes=args.num_classes, measure=args.measure, labels=args.labels, augment=args.augment,
+              progress=not args.no_progress)
     return 0
 
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
     rn = sub.add_parser("run", help="run an experiment config (resumable, shardable, torchrun-aware)")
     rn.add_argument("config", help="a YAML config file, or a shipped config by name: demo, q1, q2, q3, q4, "
-                                   "transfer-models")
+                                   "transfer-models, imagenet-photos")
     rn.add_argument("--out", default=None, help="run directory (default runs/CONFIG-NAME)")
     rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config entry: data.n=4, eps=0.02, budgets.cam.steps=100, or attacks.steps=K "
@@ -180,8 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--measure", default="l1", choices=("l1", "topk", "center_of_mass"),
                     help="what fragility pushes: L1 to the benign map (default), Ghorbani's top-k mass or "
                          "centre of mass")
-    au.add_argument("--data", default=None, help="an image folder root/<class>/<image> (default: embedded shapes)")
-    au.add_argument("--size", type=int, default=224, help="image side for --data (default 224)")
+    au.add_argument("--data", default=None,
+                    help="shapes, photos (the photographs of adv2.data.photos, ImageNet classes; every one kept, "
+                         "its class the model's prediction) or an image folder root/<class>/<image> (write ./photos "
+                         "for a folder of that name); default: shapes for an embedded model, else photos")
+    au.add_argument("--size", type=int, default=224, help="image side for a folder or the photos (default 224)")
+    au.add_argument("--augment", default="mirror", choices=("none", "mirror", "crops"),
+                    help="--data photos: the 4 photographs, + their mirror images (8, the default), + two crops (16)")
     au.add_argument("--labels", default="sorted", choices=("sorted", "numeric"),
                     help="--data classes: sorted folder names (default), or folders named by the model's class index")
     au.add_argument("--eps", default=None, help="comma-separated budgets, e.g. 1/255,2/255,4/255,8/255 (the default)")

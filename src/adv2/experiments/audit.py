@@ -1,6 +1,6 @@
 """``adv2 audit``: how easily can a model's explanations be manipulated? Worst case against average case.
 
-For each interpreter and each ε, on correctly classified images:
+For each interpreter and each ε, on correctly classified images (on the photographs: all of them):
 
 - ``adv2``: ADV² reaches a random target class while keeping the benign map (L1 to the benign map);
 - ``manipulate``: keeps the prediction and moves the map to the map of another image (image
@@ -12,6 +12,13 @@ For each interpreter and each ε, on correctly classified images:
 - ``random_l1``: what random noise of the same ε does to the map (uniform in the ε-ball, the
   worst of ``samples`` draws per image, as Captum's ``sensitivity_max`` and Quantus'
   ``MaxSensitivity`` measure it), beside every row.
+
+The images: ``data=None`` takes the embedded shapes benchmark for an embedded model and the
+photographs of :func:`adv2.data.photos` (``data="photos"``, with ``augment``) for any other (an
+ImageNet classifier such as ``efficientnet-lite0``); a folder path takes an ImageNet-style folder.
+The photographs are all kept, whatever the model says, and each image's class is the model's
+prediction (:class:`adv2.experiments.sources.PhotosData`); elsewhere only correctly classified
+images are kept.
 
 Writes ``OUT/audit.json`` (``rows`` with ``interpreter, objective, eps, success_rate, l1,
 random_l1, n`` …) and ``OUT/audit.png`` (map distance against ε per interpreter).
@@ -95,11 +102,17 @@ def random_l1(g, x, y, benign, eps: float, samples: int, seed: int) -> torch.Ten
 def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam"), eps=DEFAULT_EPS,
               objectives=PRESETS, data: str | None = None, size: int = 224, n: int = 12, steps: int = 80,
               samples: int = 8, seed: int = 0, out: str | Path = "runs/audit", weights: str | None = None,
-              num_classes: int | None = None, measure: str = "l1", labels: str = "sorted", progress: bool = True,
-              verbose: bool = True) -> dict:
+              num_classes: int | None = None, measure: str = "l1", labels: str = "sorted", augment: str = "mirror",
+              progress: bool = True, verbose: bool = True) -> dict:
     """Run the audit (see the module docstring) and write ``out/audit.json`` and ``out/audit.png``;
-    return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up)."""
-    from adv2.experiments.sources import FolderData, ShapesData, build_model, select_examples
+    return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up).
+
+    ``data``: ``None`` (shapes for an embedded model, else the photographs), ``"shapes"``,
+    ``"photos"`` (``augment``: none, mirror or crops: 4, 8 or 16 images; ``n`` is capped at that)
+    or an image folder ``root/<class>/<image>`` (``size``, ``labels``)."""
+    from adv2.data.photos import AUGMENTATIONS
+    from adv2.experiments.sources import FolderData, PhotosData, ShapesData, build_model, select_examples
+    from adv2.models import EMBEDDED
 
     for o in objectives:
         if o not in PRESETS:
@@ -114,11 +127,21 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     interps = {name: build_interpreter(name, net) for name in interpreter_names}
     if labels not in ("sorted", "numeric"):
         raise ValueError(f"labels must be sorted or numeric, got {labels!r}")
-    dataset = FolderData(data, size, labels) if data is not None else ShapesData("test", seed)
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if data is None:
+        data = "shapes" if model_name in EMBEDDED else "photos"
+    if data == "shapes":
+        dataset = ShapesData("test", seed)
+    elif data == "photos":
+        dataset = PhotosData(size, augment)
+    else:
+        dataset = FolderData(data, size, labels)
     x, y, _, idx, _ = select_examples(net, dataset, n, seed)
     if "manipulate" in objectives and len(idx) < 2:
         raise ValueError(f"the manipulate objective needs at least 2 images (each image's target is another image's "
-                         f"map); the data gave {len(idx)} the model classifies correctly")
+                         f"map); the data gave {len(idx)}" + ("" if dataset.selection == "all" else
+                                                              " the model classifies correctly"))
     for g in interps.values():
         g.validate(x)
     num = int(net(x[:1]).shape[1])
@@ -165,7 +188,7 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     bar.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"model": model_name, "data": data or "shapes", "n": len(idx), "indices": idx, "seed": seed,
+    result = {"model": model_name, "data": data, "n": len(idx), "indices": idx, "seed": seed,
               "steps": steps, "measure": measure, "samples": samples, "rows": rows,
               "seconds": round(time.time() - t_start, 1),
               "env": env_info(seed, "cpu")}

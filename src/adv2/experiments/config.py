@@ -2,16 +2,19 @@
 
 A config is a YAML mapping; every key is checked before any work, and an unknown key or a bad
 value is a ``ValueError`` naming the key and what it accepts. The shipped configs
-(:func:`shipped_configs`: ``demo``, ``q1`` … ``q4``, ``transfer-models``) live in the package
+(:func:`shipped_configs`: ``demo``, ``q1`` … ``q4``, ``transfer-models``, ``imagenet-photos``) live in the package
 (``adv2 run q1`` finds them by name) and, in a checkout, under ``configs/``. Every config runs
 through :func:`adv2.experiments.runner.run_experiment`, ``adv2 demo`` included.
 
 Keys (defaults in :data:`DEFAULTS`)::
 
-    model: shapes-resnet                 # embedded, a torchvision name, or a mapping:
+    model: shapes-resnet                 # embedded, efficientnet-lite0, a torchvision name, or a mapping:
     #   {name: resnet50, weights: resnet50.pth, num_classes: 1000, mean: [...], std: [...]}
     data: {name: shapes, n: 32, seed: 0, split: test}
     #   or {name: folder, root: DIR, size: 224, labels: sorted | numeric, n: 32, seed: 0}
+    #   or {name: photos, size: 224, augment: none | mirror | crops, n: 8, seed: 0}: the photographs
+    #   of adv2.data.photos (ImageNet classes, 4/8/16 images); every one is kept and its benign
+    #   class is the model's prediction (adv2.experiments.sources.PhotosData)
     device: cpu                          # cpu | cuda | cuda:K | auto (torchrun: cuda → cuda:LOCAL_RANK)
     batch_size: 32
     eps: 0.031                           # L∞ budget on [0, 1] images, in (0, 1]
@@ -36,8 +39,10 @@ from adv2._validate import check_eps, check_positive
 
 #: Keys of a config and what they accept.
 KEYS = {
-    "model": "an embedded model name, a torchvision architecture, or {name, weights, num_classes, mean, std, label}",
-    "data": "a mapping: name (shapes or folder), n, seed; shapes: split; folder: root, size, labels",
+    "model": "an embedded model name, efficientnet-lite0, a torchvision architecture, or {name, weights, "
+             "num_classes, mean, std, label}",
+    "data": "a mapping: name (shapes, folder or photos), n, seed; shapes: split; folder: root, size, labels; "
+            "photos: size, augment",
     "device": "cpu, cuda, cuda:K or auto",
     "batch_size": "a positive integer",
     "eps": "the L∞ budget in (0, 1]",
@@ -48,7 +53,8 @@ KEYS = {
     "transfer": "a mapping: interpreters (true/false), models (a list of models)",
     "budgets": "default, fast, or a mapping like adv2.experiments.demo.BUDGETS['default']",
 }
-DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels")}
+DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels"),
+             "photos": ("name", "n", "seed", "size", "augment")}
 DATASETS = tuple(DATA_KEYS)
 MODEL_KEYS = ("name", "weights", "num_classes", "mean", "std", "label")
 TRANSFER_KEYS = ("interpreters", "models")
@@ -59,7 +65,8 @@ DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed"
 
 
 def packaged_config(name: str) -> Path:
-    """The path of the shipped config ``name`` (``demo``, ``q1`` … ``q4``, ``transfer-models``)."""
+    """The path of the shipped config ``name`` (``demo``, ``q1`` … ``q4``, ``transfer-models``,
+    ``imagenet-photos``)."""
     path = Path(str(resources.files("adv2.experiments") / "configs" / f"{name}.yaml"))
     if not path.is_file():
         raise ValueError(f"no shipped config {name!r}; shipped: {', '.join(shipped_configs())}")
@@ -186,9 +193,11 @@ def _check_model(spec, key: str, source: str):
     if unknown:
         raise ValueError(f"{source}: unknown key '{key}.{unknown[0]}'; allowed: {', '.join(MODEL_KEYS)}")
     name = spec.get("name")
-    if name not in models.EMBEDDED and name not in torchvision.models.list_models(module=torchvision.models):
-        raise ValueError(f"{source}: {key} must be {KEYS['model']}: an embedded model ({', '.join(models.EMBEDDED)}) "
-                         f"or a torchvision classification architecture such as resnet50; got {name!r}")
+    if (name not in models.EMBEDDED and name not in models.IMAGENET
+            and name not in torchvision.models.list_models(module=torchvision.models)):
+        raise ValueError(f"{source}: {key} must be {KEYS['model']}: an embedded model ({', '.join(models.EMBEDDED)}), "
+                         f"{', '.join(models.IMAGENET)} or a torchvision classification architecture such as "
+                         f"resnet50; got {name!r}")
     w = spec.get("weights")
     if w is not None and not Path(str(w)).is_file():
         raise ValueError(f"{source}: {key}.weights: file {str(w)!r} not found")
@@ -201,6 +210,25 @@ def _check_model(spec, key: str, source: str):
             raise ValueError(f"{source}: {key}.{k} must be a list of 3 numbers, got {v!r}")
     if spec.get("std") is not None and min(spec["std"]) <= 0:
         raise ValueError(f"{source}: {key}.std must be positive, got {spec['std']!r}")
+
+
+def _check_photos(data: dict, source: str) -> None:
+    """``data.size`` and ``data.augment`` of the photos source (augment normalised to its name:
+    ``false`` → none, ``true`` → mirror), and ``data.n`` at most the number of photographs."""
+    from adv2.data.photos import AUGMENTATIONS, photo_names
+
+    _int(data.setdefault("size", 224), "data.size", 16)
+    aug = data.setdefault("augment", "mirror")
+    if isinstance(aug, bool) or aug is None:
+        aug = "mirror" if aug else "none"
+    if not isinstance(aug, str) or aug not in AUGMENTATIONS:
+        raise ValueError(f"{source}: data.augment must be one of {', '.join(AUGMENTATIONS)}, got {data['augment']!r}")
+    data["augment"] = aug
+    total = len(photo_names(aug))
+    if data["n"] > total:
+        sizes = ", ".join(f"{a} {len(photo_names(a))}" for a in AUGMENTATIONS)
+        raise ValueError(f"{source}: data.n: the photos with augment {aug} are {total} images, got n={data['n']} "
+                         f"(images per augment: {sizes})")
 
 
 def _check(cfg: dict, source: str) -> None:
@@ -222,6 +250,8 @@ def _check(cfg: dict, source: str) -> None:
 
         if data.get("split", "test") not in SPLITS:
             raise ValueError(f"{source}: data.split must be one of {', '.join(sorted(SPLITS))}, got {data['split']!r}")
+    elif data["name"] == "photos":
+        _check_photos(data, source)
     else:
         root = data.get("root")
         if not isinstance(root, str) or not root:
@@ -248,6 +278,9 @@ def _check(cfg: dict, source: str) -> None:
     for name in cfg["interpreters"]:
         if name not in interpreters.REGISTRY:  # pragma: no cover - KNOWN is a subset
             raise ValueError(f"{source}: unknown interpreter {name!r}")
+    if data["name"] == "photos" and cfg["target_map"] == "other":
+        raise ValueError(f"{source}: target_map other needs other images of each target class, which the "
+                         "photographs do not have; use benign, shape or a map file")
     try:
         check_policy(cfg["target_map"])
     except ValueError as e:

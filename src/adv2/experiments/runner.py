@@ -61,13 +61,36 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def _build_interpreters(net, names, budgets) -> dict:
+def _no_rts(name: str, spec) -> str:
+    """The one-line refusal of ``rts`` / ``rts-aid`` for a model without a trained RTS network,
+    naming what makes one."""
+    from adv2.models import EMBEDDED
+
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    cmd = "adv2 train-rts" if name == "rts" else "adv2 train-aid"
+    label = model_name(spec)
+    if spec["name"] in EMBEDDED and not spec.get("weights"):
+        return f"interpreter {name}: no trained RTS network for {label}; make one with `{cmd} --model {label}`"
+    call = ("adv2.interpreters.rts_training.train_rts(model, x, y, out=DIR, name=NAME)" if name == "rts" else
+            "adv2.defenses.aid(model, rts, out=DIR, name=NAME)")
+    stem = "rts" if name == "rts" else "rts-aid"
+    return (f"interpreter {name}: no trained RTS network for {label} (`{cmd} --model M` makes them for the embedded "
+            f"models {', '.join(EMBEDDED)} only); train one in Python with {call} and set "
+            f"budgets.{name}.interpreter.checkpoint: DIR/{stem}-NAME.safetensors, or leave {name} out of interpreters")
+
+
+def _build_interpreters(net, names, budgets, spec=None) -> dict:
     out = {}
     for name in names:
+        kwargs = dict(budgets.get(name, {}).get("interpreter", {}))
         try:
-            out[name] = interpreters.get(name, net, **dict(budgets.get(name, {}).get("interpreter", {})))
+            out[name] = interpreters.get(name, net, **kwargs)
         except TypeError as e:
             raise ValueError(f"bad setting for {name}: {e}") from None
+        except ValueError:
+            if name in ("rts", "rts-aid") and "checkpoint" not in kwargs and spec is not None:
+                raise ValueError(_no_rts(name, spec)) from None
+            raise
     return out
 
 
@@ -109,7 +132,7 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
 
     # build everything before any work, so that bad settings fail at once
     net = build_model(cfg["model"], device)
-    interps = _build_interpreters(net, names, budget)
+    interps = _build_interpreters(net, names, budget, cfg["model"])
     per_interp = {a: {} for a in ("adv2", "adv2-stadv") if a in attacks}
     for name in names:
         kwargs = {k: v for k, v in budget.get(name, {}).items() if k not in ("interpreter", "flow")}
@@ -132,11 +155,14 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     others = {}
     for spec in transfer.get("models", []):
         other = build_model(spec, device)
-        others[model_name(spec)] = (other, _build_interpreters(other, names, budget))
+        others[model_name(spec)] = (other, _build_interpreters(other, names, budget, spec))
 
     data = build_data(cfg["data"])
     torch.manual_seed(seed)
+    # y_all: the benign classes, the model's predictions (for the photographs, kept whatever the model
+    # says; their person-given labels travel beside them as true_all)
     x_all, y_all, masks, idx, scanned = select_examples(net, data, cfg["data"]["n"], seed, device)
+    true_all = data.load(idx)[1] if getattr(data, "selection", "correct") == "all" else None
     for g in interps.values():
         g.validate(x_all.to(device))
     num_classes = int(net(x_all[:1].to(device)).shape[1])
@@ -149,6 +175,8 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     stored["data"]["indices"] = idx
     if donors:
         stored["data"]["donors"] = donors
+    if data.name == "photos":
+        stored["data"]["names"] = [data.names[i] for i in idx]
     stored["classes"] = [data.class_name(k) for k in range(data.num_classes)] if data.name == "folder" \
         else list(data.classes)
     n, batch_size = len(idx), cfg["batch_size"]
@@ -166,6 +194,12 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
         store = store or RunStore(out, stored)
         if lead:
             store.log(f"{n} examples of {data.describe()} ({scanned} scanned) on {device}")
+            if true_all is not None:
+                differ = [f"{data.names[i] if hasattr(data, 'names') else i}: {data.class_name(int(p))} "
+                          f"(labelled {data.class_name(int(t))})" for i, p, t in zip(idx, y_all, true_all, strict=True)
+                          if int(p) != int(t)]
+                store.log(f"benign class = the model's prediction; it differs from the given label on {len(differ)} "
+                          f"of {n}" + (": " + "; ".join(differ) if differ else ""))
         batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
         mine = [k for k in range(len(batches)) if k % n_shards == shard]
         todo = [k for k in mine if not store.done(k)]
@@ -180,6 +214,7 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
             torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
             batch = {"x": x_all[b].to(device), "y": y_all[b].to(device), "ct": ct_all[b].to(device), "ids": idx[b],
                      "masks": masks[b] if masks is not None else None,
+                     "true": true_all[b] if true_all is not None else None,
                      "x_donor": x_donor_all[b].to(device) if x_donor_all is not None else None}
             rows, tensors = _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer,
                                        others, model_name(cfg["model"]), bar)
@@ -214,6 +249,16 @@ def _transfer_rows(attack, made_against, model, measured_by, success, m, ref, id
              "iou": float(iou[j])} for j, i in enumerate(ids)]
 
 
+def _with_true_label(row: dict, label: int) -> dict:
+    """``row`` with ``true_label`` (the data's own label) right after ``label`` (the benign class)."""
+    out = {}
+    for k, v in row.items():
+        out[k] = v
+        if k == "label":
+            out["true_label"] = int(label)
+    return out
+
+
 def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer, others, source,
                bar) -> tuple[list[dict], dict]:
     """Every attack against every interpreter on one batch (and the transfer measurements the
@@ -224,6 +269,9 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
         tensors["masks"] = batch["masks"]
     if batch["x_donor"] is not None:
         tensors["x_donor"] = batch["x_donor"]
+    true = batch.get("true")
+    if true is not None:  # the data's own labels, where the benign class is the model's prediction
+        tensors["true_labels"] = true
     rows, base_res, targets, adv = [], {}, {}, {}
     for a, atk in baselines.items():
         t0 = time.time()
@@ -251,8 +299,11 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
                     tensors[f"flow_{a}_{name}"] = res.flow
             adv[(a, name)] = res
             atk = baselines[a] if a in baselines else per_interp[a][name]
-            rows += evaluate_attack(a, name, res, target, ids, sec, x=x, labels=y, targets=ct,
-                                    iterations=iterations_of(atk))
+            new = evaluate_attack(a, name, res, target, ids, sec, x=x, labels=y, targets=ct,
+                                  iterations=iterations_of(atk))
+            if true is not None:
+                new = [_with_true_label(r, t) for r, t in zip(new, true.tolist(), strict=True)]
+            rows += new
             tensors[f"map_{a}_{name}"] = res.map.detach()
         bar.update()
     if transfer.get("interpreters"):  # ADV² made against A, measured under every B (baselines ignore A)
@@ -341,8 +392,9 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
 
     labels = [f"{cname(int(y))}→{cname(int(t))}" for y, t in zip(tensors["labels"], tensors["target_class"],
                                                                   strict=True)]
+    what = "predicted" if "true_labels" in tensors else "true"
     maps_figure(tensors["x"], maps, out / "maps.png", labels=labels,
-                title=f"{summary['model']}: benign map and the maps under each attack (rows: true → target class)")
+                title=f"{summary['model']}: benign map and the maps under each attack (rows: {what} → target class)")
     keys = SUMMARY_KEYS + (FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ())
     md = markdown_table(rows, keys) + "\n"
     if trows:

@@ -1,10 +1,17 @@
 """What an experiment attacks: the classifier, the images, and the examples chosen from them.
 
-Two kinds of data: the embedded shapes benchmark (:class:`ShapesData`, with ground-truth object
-masks) and an ImageNet-style folder ``root/<class>/<image>`` (:class:`FolderData`). Examples are
+Three kinds of data: the embedded shapes benchmark (:class:`ShapesData`, with ground-truth object
+masks), an ImageNet-style folder ``root/<class>/<image>`` (:class:`FolderData`) and the real
+photographs that installed packages ship (:class:`PhotosData`, ImageNet classes). Examples are
 chosen as in the paper: in a seeded, class-balanced order, keeping only the images the model
-classifies correctly (:func:`select_examples`). Every choice depends on ``(seed, dataset index)``
-only, never on batching or sharding.
+classifies correctly (:func:`select_examples`); the photographs are the exception: every one is
+kept and labelled by the model's own prediction (see :class:`PhotosData`). Every choice depends on
+``(seed, dataset index)`` only, never on batching or sharding.
+
+Whatever the data, the *benign class* of an example, the class its benign map ``g(x, y)`` explains
+and that its target class must differ from, is the model's prediction ``f(x)``: for shapes and
+folders that is the label (only correctly classified images are kept), for the photographs it is
+what the model says, whatever a person says.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class ShapesData:
 
     name = "shapes"
     has_masks = True
+    #: which examples :func:`select_examples` keeps: ``"correct"`` (classified correctly) or ``"all"``
+    selection = "correct"
 
     def __init__(self, split: str = "test", seed: int = 0):
         self.split, self.seed = split, seed
@@ -65,6 +74,7 @@ class FolderData:
 
     name = "folder"
     has_masks = False
+    selection = "correct"
 
     def __init__(self, root: str | Path, size: int = 224, labels: str = "sorted"):
         from torchvision import datasets, transforms
@@ -144,10 +154,74 @@ class FolderData:
         return f"folder {self.root} ({len(self.ds)} images, {len(self.classes)} classes, {self.size}×{self.size})"
 
 
+class PhotosData:
+    """The real photographs of :func:`adv2.data.photos` (four photographs that scikit-image and
+    matplotlib ship, plus augmented copies): ``(3, size, size)`` images, the 1000 ImageNet-1k
+    classes (``classes`` = :func:`adv2.data.imagenet_classes`), no object masks.
+
+    ``augment``: ``none`` (4 images), ``mirror`` (+ their mirror images: 8) or ``crops`` (+ two
+    off-centre crops: 16), in the order of :func:`adv2.data.photo_names` (originals first);
+    :meth:`order` is that order, whatever the seed, so ``n: 4`` takes the four originals.
+
+    **Labels.** :meth:`load` gives the label a person gives each photograph (chelsea → 281
+    "tabby", ...). A real classifier disagrees with some of them (EfficientNet-Lite0 calls the
+    tabby a "tiger cat" and Grace Hopper's portrait an "academic gown"), and with only a handful of
+    images dropping those would waste half of them. So :func:`select_examples` keeps *every*
+    photograph (``selection = "all"``) and labels it by the model's prediction ``f(x)``: the benign
+    map is ``g(x, f(x))``, the map a user of the model sees, and the target class is drawn among
+    the other 999 classes, never equal to the prediction. The person's labels are kept beside them
+    (``true_labels`` in a run's tensors, ``true_label`` in its rows)."""
+
+    name = "photos"
+    has_masks = False
+    selection = "all"
+
+    def __init__(self, size: int = 224, augment: str | bool = "mirror"):
+        from adv2.data import imagenet_classes, photo_names, photos
+
+        try:
+            self._x, self._y = photos(size, augment)
+        except ImportError as e:  # the optional extra: one clear line
+            raise ValueError(str(e)) from None
+        self.size, self.augment = int(size), augment
+        self.names = photo_names(augment)
+        self.classes = imagenet_classes()
+        self.num_classes = len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def class_name(self, label: int) -> str:
+        return self.classes[label]
+
+    def order(self, seed: int):
+        """The order of :func:`adv2.data.photo_names` (originals first), whatever the seed."""
+        return iter(range(len(self.names)))
+
+    def limit(self, n: int) -> int:
+        return len(self.names)
+
+    def load(self, indices) -> tuple[torch.Tensor, torch.Tensor, None]:
+        idx = torch.as_tensor([int(i) for i in indices], dtype=torch.long)
+        return self._x[idx].clone(), self._y[idx].clone(), None
+
+    def candidates_of_class(self, c: int, seed: int, index: int):
+        pool = [i for i in range(len(self.names)) if i != index and int(self._y[i]) == c]
+        for k in np.random.default_rng([seed, 104_729, int(index)]).permutation(len(pool)):
+            yield pool[int(k)]
+
+    def describe(self) -> str:
+        aug = {False: "none", True: "mirror"}.get(self.augment, self.augment)
+        return (f"photos ({len(self.names)} photographs, augment {aug}, {self.size}×{self.size}, "
+                f"{self.num_classes} ImageNet classes)")
+
+
 def build_data(spec: dict):
     """The dataset of a config's ``data`` mapping."""
     if spec["name"] == "shapes":
         return ShapesData(spec.get("split", "test"), spec["seed"])
+    if spec["name"] == "photos":
+        return PhotosData(spec.get("size", 224), spec.get("augment", "mirror"))
     return FolderData(spec["root"], spec.get("size", 224), spec.get("labels", "sorted"))
 
 
@@ -183,7 +257,9 @@ def check_classes(model, data, x: torch.Tensor) -> int:
                              f"{data.num_classes - 1}")
     elif k != data.num_classes:
         hint = ("; name the class folders by the model's class indices and set data.labels: numeric"
-                if data.name == "folder" and k > data.num_classes else "")
+                if data.name == "folder" and k > data.num_classes else
+                "; the photographs are labelled with ImageNet's 1000 classes: use an ImageNet classifier such as "
+                "efficientnet-lite0" if data.name == "photos" else "")
         raise ValueError(f"the model has {k} outputs, but the data ({data.describe()}) has {data.num_classes} "
                          f"classes{hint}")
     return k
@@ -191,10 +267,20 @@ def check_classes(model, data, x: torch.Tensor) -> int:
 
 @torch.no_grad()
 def select_examples(model, data, n: int, seed: int, device="cpu", chunk: int = 64):
-    """The first ``n`` examples in ``data.order(seed)`` that ``model`` classifies correctly.
+    """The first ``n`` examples in ``data.order(seed)`` that ``model`` classifies correctly; for a
+    source with ``selection = "all"`` (:class:`PhotosData`), the first ``n`` examples whatever the
+    model says, each labelled by the model's prediction.
 
-    Returns ``(images, labels, masks or None, indices, scanned)``. A ``ValueError`` when the model
-    classifies (almost) none of them correctly; fewer than ``n`` when a folder runs out."""
+    Returns ``(images, labels, masks or None, indices, scanned)``: ``labels`` are the benign
+    classes, the model's predictions (equal to the data's labels where only correct ones are
+    kept). A ``ValueError`` when the model classifies (almost) none of them correctly; fewer than
+    ``n`` when a folder or the photographs run out."""
+    if getattr(data, "selection", "correct") == "all":
+        ids = list(itertools.islice(data.order(seed), min(n, data.limit(n))))
+        x, _, m = data.load(ids)
+        check_classes(model, data, x[:1].to(device))
+        pred = torch.cat([model(x[i:i + chunk].to(device)).argmax(1).cpu() for i in range(0, len(ids), chunk)])
+        return x, pred, m, ids, len(ids)
     order, limit = data.order(seed), data.limit(n)
     xs, ys, ms, idx = [], [], [], []
     scanned = found = 0
