@@ -13,7 +13,8 @@ The flow variant (``ADV2(perturbation="flow")``): its time per joint iteration o
 L∞ variant's for the same interpreter, bar ≤ 1.3× (the warp, the flow loss and Adam instead of
 a signed step; MASK's L∞ line search is replaced by Adam too).
 
-    python benchmarks/speed.py [--repeats 5] [--quick]
+    python benchmarks/speed.py [--repeats 5] [--quick] [--models shapes-resnet,resnet50,efficientnet-lite0]
+                               [--interpreters cam,gradcam,grad,mask,rts]
 
 Prints one table; the PGD baseline is measured in the same run, the same way.
 """
@@ -63,10 +64,10 @@ def per_iteration(make, x, t, iters: int, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench(name, model, x, t, iters, repeats, bars=BARS):
+def bench(name, model, x, t, iters, repeats, bars=BARS, names=("cam", "gradcam", "grad", "mask", "rts")):
     rows = []
     pgd = per_iteration(lambda k: PGD(model, steps=k), x, t, iters, repeats)
-    for interp in ("cam", "gradcam", "grad", "mask", "rts"):
+    for interp in names:
         g = interpreter(interp, model)
         benign = g(x, t).detach()
         # MASK: no re-solve between the first and the last iteration, so differencing leaves the
@@ -87,24 +88,30 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="shapes-resnet only")
+    ap.add_argument("--models", default="shapes-resnet,resnet50,efficientnet-lite0", help="rows to measure")
+    ap.add_argument("--interpreters", default="cam,gradcam,grad,mask,rts")
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
-    m = adv2.models.load("shapes-resnet")
-    x, y, _ = adv2.data.shapes(32, split="test", seed=0)
-    rows += bench("shapes-resnet", m, x, (y + 1) % 10, iters=10, repeats=args.repeats)
-    if not args.quick:
+    models = ["shapes-resnet"] if args.quick else args.models.split(",")
+    names = tuple(args.interpreters.split(","))
+    x224 = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    if "shapes-resnet" in models:
+        m = adv2.models.load("shapes-resnet")
+        x, y, _ = adv2.data.shapes(32, split="test", seed=0)
+        rows += bench("shapes-resnet", m, x, (y + 1) % 10, iters=10, repeats=args.repeats, names=names)
+    if "resnet50" in models:
         r50 = adv2.models.load("resnet50")  # random init: timings only
-        x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-        rows += bench("resnet50 (random init)", r50, x, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats,
-                      bars=BARS_224)
+        rows += bench("resnet50 (random init)", r50, x224, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats,
+                      bars=BARS_224, names=names)
+    if "efficientnet-lite0" in models:
         try:
             lite = adv2.models.load("efficientnet-lite0")
         except ValueError as e:  # the optional extra is missing
             print(f"skipping efficientnet-lite0: {e}")
         else:
-            rows += bench("efficientnet-lite0", lite, x, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats,
-                          bars=BARS_224)
+            rows += bench("efficientnet-lite0", lite, x224, torch.tensor([1, 2, 3, 4]), iters=3,
+                          repeats=args.repeats, bars=BARS_224, names=names)
     print(f"threads: {torch.get_num_threads()}  torch {torch.__version__}")
     print(f"| {'model':24s} | {'batch':16s} | {'interp':7s} | {'PGD ms/it':>9s} | {'ADV² ms/it':>10s} "
           f"| {'ratio':>5s} | {'bar':>4s} | ok | {'flow ms/it':>10s} | {'flow/L∞':>7s} | {'bar':>4s} | ok |")

@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
+from torchvision.utils import save_image
 
+import adv2
 from adv2.cli import main
 from adv2.experiments.store import SUMMARY_KEYS
 
@@ -48,7 +51,8 @@ def test_list(capsys):
         (["demo", "--set", "cam.flow.tau=-1"], "tau must be a non-negative number"),
         (["demo", "--set", "stadv.tau=-1"], "tau must be a non-negative number"),
         (["demo", "--set", "stadv.bogus=1"], "bad setting for stadv"),
-        (["train-rts", "--model", "nope"], "embedded model"),
+        (["train-rts", "--model", "nope"], "unknown model 'nope'"),
+        (["train-rts", "--model", "resnet18"], "pass the training images with --data FOLDER"),
         (["train-aid", "--model", "shapes-resnet", "--rts", "/nonexistent.safetensors"], "not found"),
         (["eval-aid", "--model", "resnet18"], "embedded model"),
         (["eval-aid", "--n", "0"], "n must be a positive integer"),
@@ -146,3 +150,18 @@ def test_demo_runs_a_chosen_subset_of_attacks(tmp_path, monkeypatch):
     assert [(r["attack"], r["interpreter"]) for r in summary["rows"]] == [("stadv", "cam"), ("adv2-stadv", "cam")]
     assert yaml.safe_load((out / "config.yaml").read_text())["attacks"] == ["stadv", "adv2-stadv"]
     assert (out / "maps.png").exists() and "flow_mean" in (out / "summary.md").read_text()
+
+
+def test_train_rts_for_any_classifier_on_an_image_folder(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(2):
+            img = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i))
+            save_image(img, tmp_path / "data" / c / f"{i}.png")
+    assert main(["train-rts", "--model", "resnet18", "--data", str(tmp_path / "data")]) == 2  # no --out
+    assert main(["train-rts", "--model", "resnet18", "--data", str(tmp_path / "data"), "--size", "32", "--steps", "1",
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    model = adv2.models.load("resnet18")  # random weights: the checkpoint's fingerprint is another init's
+    g = adv2.interpreters.RTS(model, checkpoint=tmp_path / "out" / "rts-resnet18.safetensors", check_classifier=False)
+    m = g(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert m.shape == (2, 1, 8, 8) and 0 <= m.min() and m.max() <= 1

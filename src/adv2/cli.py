@@ -71,15 +71,32 @@ def _embedded(name: str, command: str, python_call: str):
 
 
 def _train_rts(args) -> int:
+    from adv2.experiments.sources import FolderData, build_model, model_name
     from adv2.interpreters.rts import weights_dir
     from adv2.interpreters.rts_training import train_rts
+    from adv2.models import EMBEDDED
 
-    model = _embedded(args.model, "train-rts", "adv2.interpreters.rts_training.train_rts(model, x, y)")
     overrides = {"steps": args.steps} if args.steps is not None else {}
-    out = args.out or weights_dir()
-    rec = train_rts(model, out=out, name=args.model, seed=args.seed, resume=not args.restart,
+    if args.model in EMBEDDED and args.data is None and args.weights is None:
+        model, x, y, name = _embedded(args.model, "train-rts", ""), None, None, args.model
+        out = args.out or weights_dir()
+    else:  # any classifier on the user's images
+        spec = {"name": args.model, "weights": args.weights}
+        model, name = build_model(spec), model_name(spec).replace(":", "-")
+        if args.data is None:
+            raise ValueError(f"train-rts --model {args.model}: pass the training images with --data FOLDER "
+                             "(root/<class>/<image>; --labels numeric when folders are named by class index)")
+        if args.out is None:
+            raise ValueError("train-rts for your own classifier: pass --out DIR (the package's folder holds the "
+                             "embedded models' networks)")
+        out = args.out
+        data = FolderData(args.data, args.size, args.labels)
+        idx = list(range(len(data)))[: args.n] if args.n else list(range(len(data)))
+        x, y, _ = data.load(idx)
+    rec = train_rts(model, x, y, out=out, name=name, seed=args.seed, resume=not args.restart,
                     progress=not args.no_progress, **overrides).record
-    print(f"rts for {args.model}: {rec['train_seconds']:.0f} s, written to {out}/rts-{args.model}.safetensors")
+    print(f"rts for {name}: {rec['train_seconds']:.0f} s, written to {out}/rts-{name}.safetensors "
+          f"(use it with budgets.rts.interpreter.checkpoint or RTS(model, checkpoint=PATH))")
     return 0
 
 
@@ -208,12 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train_zoo)
     for name, func, helptext, steps in (
-        ("train-rts", _train_rts, "train the RTS saliency network of an embedded model (resumable)", "training steps"),
+        ("train-rts", _train_rts, "train an RTS saliency network for a classifier (resumable)", "training steps"),
         ("train-aid", _train_aid, "AID: fine-tune the RTS of an embedded model against ADV² (resumable)",
          "alternations"),
     ):
         r = sub.add_parser(name, help=helptext)
-        r.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
+        if name == "train-rts":
+            r.add_argument("--model", default="shapes-resnet",
+                           help="an embedded model (default shapes-resnet; trained on the shapes), or any classifier "
+                                "adv2.models.load knows (efficientnet-lite0, resnet50 --weights F, ...) with --data")
+            r.add_argument("--weights", default=None, help="the classifier's weights file (torchvision architectures)")
+            r.add_argument("--data", default=None, help="training images: an image folder root/<class>/<image>")
+            r.add_argument("--size", type=int, default=224, help="image side for --data (a multiple of 16)")
+            r.add_argument("--labels", default="sorted", choices=("sorted", "numeric"),
+                           help="class of a folder: its sorted position, or its name as a class index")
+            r.add_argument("--n", type=int, default=None, help="use the first N images of --data (default all)")
+        else:
+            r.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
         if name == "train-aid":
             r.add_argument("--rts", default=None, help="RTS checkpoint to start from (default: the shipped one)")
         r.add_argument("--seed", type=int, default=0)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics
 from adv2.attacks import ADV2, PGD, StAdv
+from adv2.experiments.batching import split_on_oom
 from adv2.experiments.demo import ATTACKS, evaluate_attack, iterations_of
 from adv2.experiments.sampling import target_classes
 from adv2.experiments.sources import build_data, build_model, find_donors, model_name, select_examples
@@ -207,7 +208,9 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
                   f"({len(batches)} in all, batch size {batch_size})")
         desc = model_name(cfg["model"]) + (f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
         every_rank = os.environ.get("ADV2_PROGRESS_ALL_RANKS", "") not in ("", "0")  # else rank 0 only
-        bar = tqdm(total=len(todo) * (len(baselines) + len(names)), desc=desc,
+        cells = len(baselines) + len(names) * len(per_interp)  # attack runs per image
+        images = sum(batches[k].stop - batches[k].start for k in todo)
+        bar = tqdm(total=images * cells, desc=desc, unit="img",
                    disable=not progress or (dist is not None and not lead and not every_rank))
         for k in todo:
             b = batches[k]
@@ -217,7 +220,9 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
                      "true": true_all[b] if true_all is not None else None,
                      "x_donor": x_donor_all[b].to(device) if x_donor_all is not None else None}
             rows, tensors = _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer,
-                                       others, model_name(cfg["model"]), bar)
+                                       others, model_name(cfg["model"]), bar,
+                                       lambda size, k=k: store.log(f"batch {k}: {size} images did not fit in memory;"
+                                                                   " split in halves"))
             t_batch = time.time()
             store.save(k, rows, tensors)
             store.log(f"batch {k} done ({sum(r['seconds'] for r in rows if 'seconds' in r):.1f} s of attacks, "
@@ -260,9 +265,10 @@ def _with_true_label(row: dict, label: int) -> dict:
 
 
 def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer, others, source,
-               bar) -> tuple[list[dict], dict]:
+               bar, on_split=None) -> tuple[list[dict], dict]:
     """Every attack against every interpreter on one batch (and the transfer measurements the
-    config asks for): its rows and tensors."""
+    config asks for): its rows and tensors. A computation that runs out of memory is repeated on
+    halves of the batch (:func:`~adv2.experiments.batching.split_on_oom`; the same results)."""
     x, y, ct, ids = batch["x"], batch["y"], batch["ct"], batch["ids"]
     tensors = {"x": x, "labels": y, "target_class": ct, "index": torch.as_tensor(ids, dtype=torch.long)}
     if batch["masks"] is not None:
@@ -274,14 +280,16 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
         tensors["true_labels"] = true
     rows, base_res, targets, adv = [], {}, {}, {}
     for a, atk in baselines.items():
+        bar.set_postfix_str(a)
         t0 = time.time()
-        base_res[a] = (atk(x, ct), time.time() - t0)
+        base_res[a] = (split_on_oom(atk, x, ct, on_split=on_split), time.time() - t0)
         tensors[f"x_{a}"] = base_res[a][0].x_adv
         if a == "stadv":
             tensors["flow_stadv"] = base_res[a][0].flow
-        bar.update()
+        bar.update(len(x))
+        bar.set_postfix_str(f"{a}: {base_res[a][1] / len(x):.2f} s/img")
     for name, g in interps.items():
-        benign = g(x, y).detach()
+        benign = split_on_oom(g, x, y, on_split=on_split).detach()
         target = targets[name] = target_maps(policy, g, benign, batch["x_donor"], ct, ids, seed)
         tensors[f"map_benign_{name}"] = benign
         if policy != "benign":
@@ -291,9 +299,12 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
                 res, sec = copy.copy(base_res[a][0]), base_res[a][1]  # one result, a map per interpreter
                 res.map = g(res.x_adv, ct).detach()
             else:
+                bar.set_postfix_str(f"{a} × {name}")
                 t0 = time.time()
-                res = per_interp[a][name](x, ct, target_map=target)
+                res = split_on_oom(per_interp[a][name], x, ct, target_map=target, on_split=on_split)
                 sec = time.time() - t0
+                bar.update(len(x))
+                bar.set_postfix_str(f"{a} × {name}: {sec / len(x):.2f} s/img")
                 tensors[f"x_{a}_{name}"] = res.x_adv
                 if res.flow is not None:
                     tensors[f"flow_{a}_{name}"] = res.flow
@@ -305,7 +316,6 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
                 new = [_with_true_label(r, t) for r, t in zip(new, true.tolist(), strict=True)]
             rows += new
             tensors[f"map_{a}_{name}"] = res.map.detach()
-        bar.update()
     if transfer.get("interpreters"):  # ADV² made against A, measured under every B (baselines ignore A)
         for a in (a for a in attacks if a not in baselines):
             for made in interps:
