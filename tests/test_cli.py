@@ -21,7 +21,8 @@ def run_cli(*args, timeout=900):
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "shapes-resnet" in out and "gradcam" in out and "rts-aid" in out
+    assert "shapes-resnet" in out and "gradcam" in out and "rts-aid" in out and "efficientnet-lite0" in out
+    assert "imagenet-photos" in out
 
 
 @pytest.mark.parametrize(

