@@ -200,6 +200,21 @@ def find_site(model: nn.Module, layer: str | nn.Module | None = None,
     return site
 
 
+#: torchvision families whose last feature map is pooled into a linear head: (classes, feature
+#: layer, head, options of :func:`_gap_site`).
+_GAP_FAMILIES = (
+    (ResNet, "layer4", "fc", {}),
+    (DenseNet, "features", "classifier", {"post": F.relu}),
+    ((MobileNetV2, MobileNetV3, EfficientNet), "features", "classifier", {}),
+    (MNASNet, "layers", "classifier", {}),
+    (RegNet, "trunk_output", "fc", {}),
+    (ShuffleNetV2, "conv5", "fc", {}),
+    (GoogLeNet, "inception5b", "fc", {}),
+    (Inception3, "Mixed_7c", "fc", {}),
+    (ConvNeXt, "features", "classifier", {"allow_norm": True}),
+)
+
+
 def _auto_site(net: nn.Module) -> FeatureSite | None:
     """The site of a known architecture, ``None`` for an unknown one; raises for refused ones."""
     name = type(net).__name__
@@ -215,24 +230,9 @@ def _auto_site(net: nn.Module) -> FeatureSite | None:
             "grids (N, h, w, C) followed by a LayerNorm, not channels-first maps (N, C, h, w) pooled into "
             f"a linear head; {_USE_INSTEAD}"
         )
-    if isinstance(net, ResNet):
-        return _gap_site(net, "layer4", "fc")
-    if isinstance(net, DenseNet):
-        return _gap_site(net, "features", "classifier", post=F.relu)
-    if isinstance(net, (MobileNetV2, MobileNetV3, EfficientNet)):
-        return _gap_site(net, "features", "classifier")
-    if isinstance(net, MNASNet):
-        return _gap_site(net, "layers", "classifier")
-    if isinstance(net, RegNet):
-        return _gap_site(net, "trunk_output", "fc")
-    if isinstance(net, ShuffleNetV2):
-        return _gap_site(net, "conv5", "fc")
-    if isinstance(net, GoogLeNet):
-        return _gap_site(net, "inception5b", "fc")
-    if isinstance(net, Inception3):
-        return _gap_site(net, "Mixed_7c", "fc")
-    if isinstance(net, ConvNeXt):
-        return _gap_site(net, "features", "classifier", allow_norm=True)
+    for families, layer, head, extra in _GAP_FAMILIES:
+        if isinstance(net, families):
+            return _gap_site(net, layer, head, **extra)
     if isinstance(net, (VGG, AlexNet)):
         relus = [i for i, m in enumerate(net.features) if isinstance(m, nn.ReLU)]
         layer_name = f"features.{relus[-1]}" if relus else "features"
