@@ -1,6 +1,6 @@
 """AID under an adaptive attacker: ADV² re-run against the AID-trained RTS itself.
 
-Bars (issue 6): ADV²'s L1 (to the interpreter's own benign map) against RTS+AID at least 2× its
+Bars: ADV²'s L1 (to the interpreter's own benign map) against RTS+AID at least 2× its
 L1 against plain RTS, with the benign pointing game at most 5 points lower. Also the same
 attack with 3× the iterations against RTS+AID (does a stronger adaptive attacker close the gap?).
 

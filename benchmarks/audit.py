@@ -1,4 +1,4 @@
-"""``adv2 audit`` on both embedded models: worst case (fragility, manipulate, ADV²) vs random noise (issue 9).
+"""``adv2 audit`` on both embedded models: worst case (fragility, manipulate, ADV²) vs random noise.
 
 Bars, for Grad and CAM at every ε: the ``fragility`` preset's map distance (L1 to the benign map)
 is ≥ 3× that of random noise of the same ε (worst of 8 draws per image), with the prediction kept;

@@ -1,4 +1,4 @@
-"""ADV² against interpreters wrapped from Captum (issue 9), both embedded models.
+"""ADV² against interpreters wrapped from Captum, both embedded models.
 
 Bar: ADV² against captum's Saliency, IntegratedGradients and LayerGradCam reaches success ≥ 95%
 with L1 ≤ 1/2 of PGD's (L1 between the map of the adversarial image, target class, and the benign

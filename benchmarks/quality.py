@@ -1,7 +1,7 @@
 """Quality: ADV² vs PGD on an embedded model at the demo's budgets, with the noise floor.
 
-Bars: ADV² success ≥ 98% for grad, cam, gradcam, rts (issues 2 and 6, 64 test images) and ≥ 95%
-for mask (issue 5, 32 images); ADV² L1 ≤ 1/3 of PGD's for cam, gradcam and rts, ≤ 0.4 for grad,
+Bars: ADV² success ≥ 98% for grad, cam, gradcam, rts (64 test images) and ≥ 95%
+for mask (32 images); ADV² L1 ≤ 1/3 of PGD's for cam, gradcam and rts, ≤ 0.4 for grad,
 ≤ 1/2 for mask; ADV² IoU above PGD's (rts-aid has no bar here: see benchmarks/aid.py). The noise
 floor is the L1 between benign maps of x and of x + N(0, (1/255)²) — for mask, between two MASK
 runs with different jitter seeds on the same image: the distance no attack can be judged below.

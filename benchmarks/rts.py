@@ -1,6 +1,6 @@
 """RTS as an interpreter: benign pointing game and object coverage of the shipped networks.
 
-Bars (issue 6): benign pointing game ≥ 85% on the embedded test images; the maps cover the
+Bars: benign pointing game ≥ 85% on the embedded test images; the maps cover the
 object; the AID-trained network's pointing game at most 5 points below the plain one's.
 Also: the mask's mass inside the object, the mask area for a class the image does not show
 (the class selector), training time and file size.

@@ -1,5 +1,5 @@
 """Scale-out: one process vs ``torchrun --nproc_per_node 2`` on the same 32-image demo run, one
-thread per process, both measured in this run (issue 8). Bar: 2 processes on 2 cores finish in at
+thread per process, both measured in this run. Bar: 2 processes on 2 cores finish in at
 most 0.65× the wall time of 1 process. Also checks the per-example rows are identical.
 
     python benchmarks/shards.py [--n 32] [--interpreters cam,grad] [--attacks pgd,adv2]

@@ -1,4 +1,4 @@
-"""StAdv-based ADV² vs plain StAdv on an embedded model at the demo's budgets (issue 7).
+"""StAdv-based ADV² vs plain StAdv on an embedded model at the demo's budgets.
 
 Bars (32 test images per interpreter, both embedded models): ADV²-StAdv success ≥ 95%, its L1 ≤ 1/2
 of StAdv's, its IoU above StAdv's. Also the flow's size for both attacks (mean |Δu|, |Δv| in pixels

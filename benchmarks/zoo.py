@@ -1,6 +1,6 @@
 """The embedded models as benchmarks: clean accuracy, targeted PGD success, pointing game.
 
-Bars (issue 2): clean test accuracy ≥ 97%; targeted PGD (ε = 0.031, α = 1/255) success
+Bars: clean test accuracy ≥ 97%; targeted PGD (ε = 0.031, α = 1/255) success
 ≥ 98% within 300 steps; benign CAM map's maximum inside the object mask for ≥ 90% of the
 correctly classified test images (reported for every interpreter).
 
