@@ -1,103 +1,84 @@
 """ADV²: adversarial inputs that fool the classifier *and* keep the interpreter's map.
 
-One loop for every interpreter: a perturbation model (the L∞ box, or StAdv's flow field:
-:class:`BoxPerturbation`, :class:`FlowPerturbation`) × the prediction loss (cross-entropy
-towards ``c_t``) × the interpretation loss (mean squared error between the map and the target
-map, weighted by a λ schedule) × the step rule (:mod:`adv2.attacks.steps`: signed steps, or
-MASK's per-example line search; Adam for the flow).
-Interpreter-specific needs are small strategy objects the interpreter provides
-(:meth:`~adv2.interpreters.Interpreter.tracker`): the GRAD surrogate lives in
-``logits_and_map(smooth=True)``, MASK's running mask and resets in its tracker.
+One loop for every interpreter: a perturbation (:mod:`adv2.attacks.perturbations`: the L∞ box
+with signed steps or MASK's line search, StAdv's flow field with Adam) × an objective
+(:mod:`adv2.attacks.objectives`: the prediction loss, the interpretation loss and λ's schedule)
+× the interpreter's tracker (:meth:`~adv2.interpreters.Interpreter.tracker`, a small strategy
+object: the GRAD surrogate lives in ``logits_and_map(smooth=True)``, MASK's running mask and
+resets in its tracker, RTS's encoder term in its). The paper's budgets per interpreter live
+with the interpreters (:mod:`adv2.interpreters.paper`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from adv2._validate import (
-    check_eps,
     check_images,
     check_maps,
-    check_positive,
     check_targets,
     model_call,
     num_classes_of,
 )
-from adv2.attacks.flow import flow_loss, warp_unchecked
-from adv2.attacks.pgd import pgd_step, quantize
+from adv2.attacks.objectives import (
+    LAM_ADAPT_DOWN,
+    LAM_SCALE_RANGE,
+    MEASURES,
+    Fragility,
+    Hide,
+    Manipulate,
+    Objective,
+    adapt_scale,
+)
+from adv2.attacks.objectives import OBJECTIVES as _OBJECTIVES
+from adv2.attacks.perturbations import SCHEDULES as ALPHA_SCHEDULES
+from adv2.attacks.perturbations import Flow, Linf, LinfSearch, Perturbation, decayed
+from adv2.attacks.pgd import quantize
 from adv2.attacks.result import AttackResult, finish
-from adv2.attacks.steps import SearchStep, SignStep
-from adv2.metrics import topk_mask
+from adv2.interpreters.base import MapTracker
+from adv2.interpreters.paper import FLOW_DEFAULTS, PAPER_DEFAULTS
 
-#: Paper defaults (Table 10, PGD-based ADV²) per interpreter: joint iterations and λ on the
-#: per-pixel mean squared error (= the paper's λ on the summed error × its map size: GRAD
-#: 0.007 × 56², CAM 0.204 × 7²). ``warmup``: PGD iterations on ℓ_prd before the joint stage.
-PAPER_DEFAULTS = {
-    "grad": dict(steps=800, warmup=300, lam=0.007 * 56 * 56),
-    "cam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
-    "gradcam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
-    # MASK (Table 10): 1000 iterations, n_step 4, n_reset 50, line search α_max 0.08 with 12
-    # halvings. The paper gives no λ for it; 10 weights the mean squared error of 1 − m maps.
-    "mask": dict(steps=1000, warmup=300, lam=10.0, step_rule="search", n_step=4, n_reset=50),
-    # RTS (Table 10): 1200 iterations, λ₁ = 0.002 on the summed error at 56×56, λ₂ = 0.1 on the
-    # RTS encoder head's cross-entropy towards c_t.
-    "rts": dict(steps=1200, warmup=300, lam=0.002 * 56 * 56, lam_enc=0.1),
-}
-PAPER_DEFAULTS["rts-aid"] = PAPER_DEFAULTS["rts"]
-#: StAdv-based ADV² (Table 11): joint iterations, λ (scaled to the per-pixel mean as above:
-#: GRAD 0.023 × 56², CAM 0.653 × 7², RTS λ₁ 0.0408 × 56²) and τ on the flow loss; no PGD warm
-#: start. Table 11 gives DenseNet another RTS λ₁ (0.0612) than ResNet; these are the ResNet
-#: values (pass ``lam`` to change). MASK: the paper's λ (500) is on its own loss scale, so MASK
-#: keeps its L∞ λ; and its τ is 0.0005 like the others, not Table 11's 0.004 / 0.005: at
-#: τ = 0.004 the flows were so small (0.03 px) that 8-bit rounding undid the attack for 9% of
-#: the examples (benchmarks/stadv.py, shapes-resnet, 32 images).
-FLOW_DEFAULTS = {
-    "grad": dict(steps=800, warmup=0, lam=0.023 * 56 * 56, tau=5e-4),
-    "cam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
-    "gradcam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
-    "mask": dict(steps=1000, warmup=0, lam=PAPER_DEFAULTS["mask"]["lam"], tau=5e-4, n_step=4, n_reset=50),
-    "rts": dict(steps=600, warmup=0, lam=0.0408 * 56 * 56, tau=5e-4, lam_enc=0.1),
-}
-FLOW_DEFAULTS["rts-aid"] = FLOW_DEFAULTS["rts"]
+__all__ = ["ADV2", "ALPHA_SCHEDULES", "FLAT_KEYS", "FLOW_DEFAULTS", "LAM_ADAPT_DOWN", "LAM_SCALE_RANGE", "MEASURES",
+           "OBJECTIVES", "PAPER_DEFAULTS", "PERTURBATIONS", "STEP_RULES", "AttackContext", "adapt_scale", "decayed",
+           "resize_map"]
+
 PERTURBATIONS = ("linf", "flow")
-#: What the loop optimises (the audit's names): ADV² (reach c_t, keep the map at m_t);
-#: ``manipulate`` (Dombrowski et al. 2019: keep the prediction, reach m_t); ``fragility``
-#: (Ghorbani et al. 2019: keep the prediction, push the map away from the benign one).
-OBJECTIVES = ("adv2", "manipulate", "fragility")
-MEASURES = ("topk", "center_of_mass", "l1")
-SCHEDULES = ("linear", "constant")
+#: What the loop optimises (the audit's names, :data:`adv2.attacks.objectives.OBJECTIVES`).
+OBJECTIVES = tuple(_OBJECTIVES)
 STEP_RULES = ("sign", "search")
-MASK_LOSSES = ("unroll", "objective")
-ALPHA_SCHEDULES = ("constant", "cosine", "linear")
-#: With ``lam_adapt=γ`` an example's λ multiplier is divided by ``γ ** LAM_ADAPT_DOWN`` at an
-#: iteration that is not classified as ``c_t`` (one loss undoes this many gains) and kept in
-#: ``LAM_SCALE_RANGE``.
-LAM_ADAPT_DOWN = 20
-LAM_SCALE_RANGE = (1e-3, 1e6)
 
-
-def decayed(base: float, t: int, steps: int, schedule: str) -> float:
-    """``base`` at joint iteration ``t`` of ``steps`` under ``schedule`` (:data:`ALPHA_SCHEDULES`):
-    constant, or decaying from ``base`` to ``base/10`` (``"cosine"``, ``"linear"``)."""
-    if schedule == "constant" or steps <= 1:
-        return base
-    frac = t / (steps - 1)
-    lo = base / 10
-    if schedule == "linear":
-        return base + (lo - base) * frac
-    return lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * frac))
-
-
-def adapt_scale(scale: torch.Tensor, held: torch.Tensor, gamma: float) -> torch.Tensor:
-    """One update of the per-example λ multipliers ``(N,)`` (``lam_adapt=gamma``): × ``gamma``
-    where the iterate is classified as the target (``held``), ÷ ``gamma ** LAM_ADAPT_DOWN``
-    where it is not, clamped to :data:`LAM_SCALE_RANGE`."""
-    return torch.where(held, scale * gamma, scale / gamma**LAM_ADAPT_DOWN).clamp(*LAM_SCALE_RANGE)
+#: The flat keywords of earlier versions (and the configs' budget keys) → where each setting
+#: lives now: ``(owner, name there)``. ``linf``/``search``/``flow``: the perturbation
+#: (:class:`Linf`, :class:`LinfSearch`, :class:`Flow`); ``objective``: the objective
+#: (:class:`Hide`, :class:`Fragility`, ...); ``tracker``: the interpreter's tracker
+#: (``g.tracker(...)``). ``ADV2(..., **flat)`` builds the objects through this table, and the
+#: attack's attributes of these names read through it.
+FLAT_KEYS = {
+    "eps": ("linf", "eps"),
+    "alpha": ("linf", "alpha"),
+    "alpha_schedule": ("linf", "schedule"),
+    "step_rule": ("linf", "step_rule"),
+    "alpha_max": ("search", "max_length"),
+    "n_bs": ("search", "halvings"),
+    "tau": ("flow", "tau"),
+    "flow_lr": ("flow", "lr"),
+    "flow_lr_schedule": ("flow", "lr_schedule"),
+    "betas": ("flow", "betas"),
+    "lam": ("objective", "lam"),
+    "lam_schedule": ("objective", "lam_schedule"),
+    "lam_adapt": ("objective", "lam_adapt"),
+    "measure": ("objective", "measure"),
+    "k": ("objective", "k"),
+    "n_step": ("tracker", "n_step"),
+    "n_reset": ("tracker", "n_reset"),
+    "n_seeds": ("tracker", "n_seeds"),
+    "mask_loss": ("tracker", "mask_loss"),
+    "lam_enc": ("tracker", "lam_enc"),
+}
 
 
 def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -112,41 +93,29 @@ def resize_map(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 @dataclass
 class AttackContext:
     """What the loop's strategies may read: the clean images ``x``, the target classes, the
-    target maps ``m_t`` (resized to the interpreter's map size on first use) and ``eps``."""
+    target maps ``m_t`` (resized to the interpreter's map size on first use), ``eps`` (``None``
+    without an ε-ball), the objective and, for objectives that keep the prediction, the benign
+    output distribution ``p_benign``."""
 
     x: torch.Tensor
     target_class: torch.Tensor
     m_t: torch.Tensor
     eps: float | None
-    objective: str = "adv2"
-    measure: str = "topk"
-    k: float = 0.1
+    objective: Objective = field(default_factory=Hide)
     p_benign: torch.Tensor | None = None
 
     def distance(self, m: torch.Tensor) -> torch.Tensor:
-        """The interpretation loss ``(N,)`` of maps ``m`` (lower is better): for ``adv2`` and
-        ``manipulate`` the per-example mean squared error to the target maps; for ``fragility``
-        (``m_t`` = the benign map) the mean of ``m`` over the benign map's top-``k`` pixels
-        (``measure="topk"``), minus the centre-of-mass shift over the map's diagonal
-        (``"center_of_mass"``), or minus the mean absolute difference to it (``"l1"``)."""
+        """The objective's interpretation loss ``(N,)`` of maps ``m`` (lower is better): for ADV²
+        and Manipulate the per-example mean squared error to the target maps; for Fragility
+        (``m_t`` = the benign map) its measure of closeness to the benign map."""
         if m.shape[-2:] != self.m_t.shape[-2:]:
             self.m_t = resize_map(self.m_t, m.shape[-2:])
-        if self.objective != "fragility":
-            return (m - self.m_t).pow(2).flatten(1).mean(1)
-        if self.measure == "topk":
-            top = topk_mask(self.m_t, self.k).flatten(1).to(m.dtype)
-            return (m.flatten(1) * top).sum(1) / top.sum(1)
-        if self.measure == "l1":
-            return -(m - self.m_t).abs().flatten(1).mean(1)
-        h, w = m.shape[-2:]
-        return -(_center(m) - _center(self.m_t)).norm(dim=1) / math.hypot(h, w)
+        return self.objective.distance(m, self.m_t)
 
     def prediction_loss(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(N,)``: the cross-entropy towards the target class (``adv2``), or towards the benign
-        output distribution (``manipulate``, ``fragility``: keep the prediction and its confidence)."""
-        if self.p_benign is None:
-            return F.cross_entropy(logits, self.target_class, reduction="none")
-        return F.cross_entropy(logits, self.p_benign, reduction="none")
+        """``(N,)``: the cross-entropy towards the target class (ADV²), or towards the benign
+        output distribution (Manipulate, Fragility: keep the prediction and its confidence)."""
+        return self.objective.prediction_loss(logits, self.target_class, self.p_benign)
 
     def quantize(self, x_adv: torch.Tensor) -> torch.Tensor:
         """``x_adv`` on the 8-bit grid, inside the ε-ball (:func:`adv2.attacks.pgd.quantize`; for the
@@ -156,239 +125,167 @@ class AttackContext:
         return quantize(x_adv, self.x, self.eps)
 
 
-def _center(m: torch.Tensor) -> torch.Tensor:
-    """Differentiable centres of mass ``(N, 2)`` (row, column in pixels) of maps ``(N, 1, h, w)``."""
-    h, w = m.shape[-2:]
-    mass = m.flatten(1).sum(1).clamp_min(1e-12)
-    rows = torch.arange(h, dtype=m.dtype, device=m.device)
-    cols = torch.arange(w, dtype=m.dtype, device=m.device)
-    return torch.stack([(m.sum(3)[:, 0] * rows).sum(1), (m.sum(2)[:, 0] * cols).sum(1)], 1) / mass[:, None]
-
-
-class BoxPerturbation:
-    """L∞ (the default): the variable is the image; PGD warm start; the step rule moves it."""
-
-    def __init__(self, attack: ADV2, rule):
-        self.a, self.rule = attack, rule
-
-    def start(self, x):
-        return x.clone()
-
-    def warm(self, var, x, target_class):
-        return pgd_step(self.a.model, var, x, target_class, self.a.eps, self.a.alpha)
-
-    def image(self, var):
-        return var
-
-    def penalty(self, var):
-        return None
-
-    def step(self, ctx, var, grad, t, logits):
-        return self.rule(ctx, var, grad, t, logits)
-
-
-class FlowPerturbation:
-    """StAdv's flow field (:mod:`adv2.attacks.flow`): the variable is a per-pixel flow ``(N, 2, H, W)``,
-    the image ``warp(x, flow)``, the penalty ``tau · ℓ_flow``, the step Adam (per element, so per
-    example); the warm start takes Adam steps on the cross-entropy and the penalty."""
-
-    def __init__(self, attack: ADV2, x):
-        self.a, self.x = attack, x
-
-    def start(self, x):
-        flow = torch.zeros(x.shape[0], 2, *x.shape[-2:], device=x.device, dtype=x.dtype, requires_grad=True)
-        self.opt = torch.optim.Adam([flow], lr=self.a.flow_lr, betas=self.a.betas)
-        return flow
-
-    def image(self, var):
-        return warp_unchecked(self.x, var)
-
-    def penalty(self, var):
-        return self.a.tau * flow_loss(var)
-
-    def warm(self, var, x, target_class):
-        loss = F.cross_entropy(self.a.model(self.image(var)), target_class, reduction="none") + self.penalty(var)
-        (grad,) = torch.autograd.grad(loss.sum(), var)
-        return self.step(None, var, grad, None, None)
-
-    def step(self, ctx, var, grad, t, logits):
-        if t is not None:  # a joint iteration: the learning rate follows flow_lr_schedule
-            for group in self.opt.param_groups:
-                group["lr"] = decayed(self.a.flow_lr, t, self.a.steps, self.a.flow_lr_schedule)
-        var.grad = grad
-        self.opt.step()
-        var.grad = None
-        return var
-
-
 class ADV2:
     """The ADV² attack (Zhang et al., USENIX Security 2020) against classifier ``model`` and
-    interpreter ``interpreter``.
+    interpreter ``interpreter``: one loop, whatever the perturbation, objective or interpreter.
 
-    Minimises ``CE(f(x̂), c_t) + λ_t · mean_{pixels}(g(x̂; c_t) − m_t)²`` subject to
-    ``‖x̂ − x‖∞ ≤ eps`` and ``x̂ ∈ [0, 1]`` by signed gradient steps of size ``alpha``:
-    first ``warmup`` steps of plain targeted PGD on the cross-entropy, then ``steps`` steps on
-    the joint loss. In the joint stage the step size decays from ``alpha`` to ``alpha/10``
-    (``alpha_schedule="cosine"``, the default; the authors kept it constant, which
-    ``"constant"`` reproduces): on the embedded ResNet this cut ADV²'s GRAD map distance by a
-    fifth at the same budget (``benchmarks/quality.py``).
+    Minimises ``CE(f(x̂), c_t) + λ_t · mean_{pixels}(g(x̂; c_t) − m_t)²`` over the perturbation:
+    first ``warmup`` iterations on the cross-entropy alone (PGD for the L∞ box), then ``steps``
+    joint iterations. Among the joint iterates classified as ``c_t``, each example keeps the one
+    whose map is closest to ``m_t``.
 
-    λ multiplies the per-pixel *mean* squared error between min–max normalised maps, so it
-    means the same at any map size; the paper's Table 10 weights a *sum* at its map sizes,
-    so ``λ = λ_paper · h·w`` (CAM: 0.204 × 7·7 ≈ 10; GRAD: 0.007 × 56·56 ≈ 22). With
-    ``lam_schedule="linear"`` λ_t ramps from ``lam`` to ``2·lam`` over the joint stage (as the
-    authors did); ``"constant"`` keeps it fixed.
+    - ``interpreter``: an interpreter (``adv2.interpreters.get(...)``) or its tracker with attack
+      options (``Mask(model).tracker(n_seeds=8)``, ``rts.tracker(lam_enc=0.1)``).
+    - ``perturbation``: ``"linf"`` (the default: :class:`~adv2.attacks.perturbations.Linf`, or
+      :class:`~adv2.attacks.perturbations.LinfSearch` for MASK), ``"flow"``
+      (:class:`~adv2.attacks.perturbations.Flow`), or such an object with its settings.
+    - ``objective``: ``"adv2"`` (:class:`~adv2.attacks.objectives.Hide`), ``"manipulate"``,
+      ``"fragility"``, or such an object (λ, its schedule and adaptation, Fragility's measure).
+    - ``steps`` / ``warmup``: ``None`` takes the interpreter's paper budget (Table 10 for the
+      box, 11 for the flow; ``g.paper_budget(...)``), as does an objective's ``lam=None``.
+    - ``**flat``: the flat keywords of earlier versions and of the configs' budgets (``eps``,
+      ``alpha``, ``lam``, ``tau``, ``flow_lr``, ``n_step``, ``n_seeds``, ...), mapped to their
+      owners by :data:`FLAT_KEYS`; a setting given both ways is an error naming the new spelling.
 
-    Per example, the result is the best iterate of the joint stage: among iterates that ``f``
-    classifies as ``c_t``, the one whose map is closest to ``m_t`` (for GRAD, the distance of
-    the surrogate map the loss uses); if none is, the last iterate. Everything is per example,
-    so results do not depend on batch composition.
-
-    MASK (an optimisation, not a formula) joins the same loop through its tracker and the
-    ``"search"`` step rule (its defaults): a running mask follows ``x̂`` by ``n_step``
-    differentiated Adam steps per iteration and is re-solved from scratch on the 8-bit image
-    every ``n_reset`` iterations, where the keep-best candidates are taken; the image moves
-    along the L2-normalised gradient by the largest of ``alpha_max, alpha_max/2, …`` (``n_bs``
-    halvings) that keeps it classified as ``c_t``, per example (:mod:`adv2.attacks.steps`).
-    ``mask_loss="objective"`` replaces the unrolled steps by the authors' shortcut. ``n_seeds``
-    (default 1, the paper's scheme) averages the loss and the keep-best distance over that many
-    MASK jitter seeds, none of them the one the reported map uses (an expectation over MASK's
-    randomness; the demo uses 8).
-
-    ``lam_adapt=γ`` in ``[1, 2)`` adapts λ per example, as Carlini & Wagner search their constant
-    but online: at each joint iteration, before its step, an example's λ multiplier (1 before the
-    first) grows by ``γ`` if the current iterate is classified as ``c_t`` and shrinks by ``γ**20``
-    if not (kept in [1e-3, 1e6]).
-    The map term then dominates wherever the class holds, so the penalty weights stop binding:
-    the attack minimises the map distance while it keeps the class. The default ``1`` keeps λ
-    as scheduled. For the flow this is how GRAD's map reaches half of StAdv's distance, at the
-    price of larger flows (``benchmarks/stadv.py``).
-
-    RTS adds ``lam_enc`` (default 0.1, the paper's λ₂) × the cross-entropy of the RTS encoder's
-    own head towards ``c_t`` to the loss (its tracker's auxiliary term).
-
-    ``perturbation="flow"`` (StAdv-based ADV², paper Eqn 14) moves pixels instead: the variable
-    is a per-pixel flow, ``x̂ = warp(x, flow)`` (:mod:`adv2.attacks.flow`), the loss gains
-    ``tau · ℓ_flow`` and Adam (``flow_lr``, ``betas``) takes the steps; there is no ε-ball and,
-    by default, no warm start (Table 11 iterations and λ). ``flow_lr_schedule`` (default
-    ``"constant"``, the paper's) may decay Adam's rate like ``alpha_schedule`` does the L∞ step.
-    The result's ``flow`` is the flow of ``x_adv``.
+    λ multiplies the per-pixel *mean* squared error between min–max normalised maps, so it means
+    the same at any map size (:mod:`adv2.interpreters.paper`). In the L∞ joint stage the step
+    size decays from ``alpha`` to ``alpha/10`` (``schedule="cosine"``, the default; the authors
+    kept it constant, which ``"constant"`` reproduces): on the embedded ResNet this cut ADV²'s
+    GRAD map distance by a fifth at the same budget (docs/results.md).
 
     Call: ``atk(x, target_class, target_map=None)`` with ``x`` ``(N, 3, H, W)`` in ``[0, 1]``,
-    ``target_class`` ``(N,)``, ``target_map`` ``(N, 1, h, w)`` in ``[0, 1]`` (any size, resized
-    to the interpreter's) or ``None`` for the benign map ``g(x; f(x).argmax(1))``.
-    Returns an :class:`AttackResult` whose ``map`` is the (exact) ``g(x_adv; c_t)``.
+    ``target_class`` ``(N,)`` and ``target_map`` ``(N, 1, h, w)`` in ``[0, 1]`` (``None``: the
+    benign map ``g(x; f(x).argmax(1))``) → :class:`~adv2.attacks.AttackResult` (``x_adv`` within
+    the ε-ball and in ``[0, 1]``; ``flow`` for the flow perturbation). Per-example results do not
+    depend on the batch.
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        interpreter,
-        perturbation: str = "linf",
-        eps: float = 0.031,
-        alpha: float = 1 / 255,
-        steps: int | None = None,
-        warmup: int | None = None,
-        lam: float | None = None,
-        lam_schedule: str = "linear",
-        alpha_schedule: str = "cosine",
-        step_rule: str | None = None,
-        alpha_max: float = 0.08,
-        n_bs: int = 12,
-        n_step: int | None = None,
-        n_reset: int | None = None,
-        n_seeds: int = 1,
-        mask_loss: str = "unroll",
-        lam_enc: float | None = None,
-        tau: float | None = None,
-        flow_lr: float = 0.01,
-        flow_lr_schedule: str = "constant",
-        betas: tuple[float, float] = (0.9, 0.999),
-        lam_adapt: float = 1.0,
-        progress: bool = False,
-        objective: str = "adv2",
-        measure: str = "topk",
-        k: float = 0.1,
-    ):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
-        if measure not in MEASURES:
-            raise ValueError(f"unknown measure {measure!r}; expected one of {MEASURES}")
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= 1:
-            raise ValueError(f"k must be a number in (0, 1], got {k!r}")
-        self.objective, self.measure, self.k = objective, measure, float(k)
-        if objective != "adv2":  # keep the prediction: no warm start towards another class
+    def __init__(self, model: torch.nn.Module, interpreter, perturbation: str | Perturbation = "linf",
+                 objective: str | Objective = "adv2", steps: int | None = None, warmup: int | None = None,
+                 progress: bool = False, **flat):
+        unknown = sorted(set(flat) - set(FLAT_KEYS))
+        if unknown:
+            raise TypeError(f"ADV2() got unexpected keyword argument(s) {', '.join(unknown)}; settings live in the "
+                            "perturbation (Linf, LinfSearch, Flow), the objective (Hide, Manipulate, Fragility) "
+                            "or the interpreter's tracker (g.tracker(...))")
+        given = {owner: {} for owner in ("linf", "search", "flow", "objective", "tracker")}
+        for key, value in flat.items():
+            owner, name = FLAT_KEYS[key]
+            given[owner][name] = value
+        tracker = self._tracker(interpreter, given["tracker"])
+        g = tracker.g
+        self.model, self.interpreter, self.tracker, self.progress = model, g, tracker, progress
+        self.perturbation = self._perturbation(g, perturbation, given)
+        row = g.paper_budget(self.perturbation.name)
+        if isinstance(self.perturbation, Flow) and self.perturbation.tau is None:
+            self.perturbation = self.perturbation.replace(tau=row.get("tau", 5e-4))
+        self.objective = self._objective(objective, given["objective"], row)
+        self.steps = _check_int(row["steps"] if steps is None else steps, "steps", 0)
+        if not self.objective.moves_class:  # keep the prediction: no warm start towards another class
             if warmup not in (None, 0):
-                raise ValueError(f"objective={objective!r} keeps the prediction; it takes no warmup (got {warmup!r})")
+                raise ValueError(f"objective={self.objective.name!r} keeps the prediction; it takes no warmup "
+                                 f"(got {warmup!r})")
             warmup = 0
-            if mask_loss == "objective":
+            if getattr(tracker, "mode", None) == "objective":
                 raise ValueError(f"mask_loss='objective' (the authors' shortcut) pulls MASK towards m_t; it cannot "
-                                 f"serve objective={objective!r}")
+                                 f"serve objective={self.objective.name!r}")
+        self.warmup = _check_int(row["warmup"] if warmup is None else warmup, "warmup", 0)
+
+    @classmethod
+    def paper(cls, model: torch.nn.Module, interpreter, perturbation: str = "linf", **kwargs) -> ADV2:
+        """The paper's attack: the interpreter's Table 10 (``"linf"``) or Table 11 (``"flow"``) budget,
+        the paper's perturbation settings (ε = 0.031, α = 1/255; τ) and λ schedule."""
+        return cls(model, interpreter, perturbation=perturbation, **kwargs)
+
+    @staticmethod
+    def _tracker(interpreter, options: dict) -> MapTracker:
+        if isinstance(interpreter, MapTracker):
+            if options:
+                key = sorted(options)[0]
+                raise ValueError(f"{key} given to ADV2 with a tracker: set it on the tracker only "
+                                 f"(interpreter.tracker({key}=...))")
+            return interpreter
+        if not callable(getattr(interpreter, "tracker", None)):
+            raise TypeError(f"ADV2 needs an adv2 interpreter or its tracker, got {type(interpreter).__name__} "
+                            "(wrap a captum method with adv2.interpreters.from_captum)")
+        return interpreter.tracker(**options)
+
+    @staticmethod
+    def _perturbation(g, perturbation, given: dict) -> Perturbation:
+        linf, search, flow = given["linf"], given["search"], given["flow"]
+        if isinstance(perturbation, Perturbation):
+            extra = {**linf, **search, **flow}
+            if extra:
+                key = sorted(extra)[0]
+                raise ValueError(f"{key} is a setting of the perturbation: pass {type(perturbation).__name__}("
+                                 f"{key}=...) instead of ADV2(..., {key}=...)")
+            return perturbation
         if perturbation not in PERTURBATIONS:
-            raise ValueError(f"unknown perturbation {perturbation!r}; expected one of {PERTURBATIONS}")
-        if lam_schedule not in SCHEDULES:
-            raise ValueError(f"unknown lam_schedule {lam_schedule!r}; expected one of {SCHEDULES}")
-        name = getattr(interpreter, "defaults_like", getattr(interpreter, "name", ""))  # wrapped: its family's
-        defaults = PAPER_DEFAULTS.get(name, PAPER_DEFAULTS["cam"])
+            raise ValueError(f"unknown perturbation {perturbation!r}; expected one of {PERTURBATIONS} or an object "
+                             "(Linf, LinfSearch, Flow)")
         if perturbation == "flow":
-            if step_rule is not None:
-                raise ValueError("step_rule applies to perturbation='linf'; the flow is moved by Adam")
-            defaults = {**defaults, "warmup": 0, "tau": 5e-4, "step_rule": "flow", **FLOW_DEFAULTS.get(name, {})}
-        self.model, self.interpreter, self.perturbation = model, interpreter, perturbation
-        self.eps = check_eps(eps)
-        self.alpha = check_positive(alpha, "alpha")
-        self.steps = defaults["steps"] if steps is None else steps
-        self.warmup = defaults["warmup"] if warmup is None else warmup
-        for k in ("steps", "warmup"):
-            _check_int(getattr(self, k), k, 0)
-        self.lam = defaults["lam"] if lam is None else lam
-        if not isinstance(self.lam, (int, float)) or self.lam < 0:
-            raise ValueError(f"lam must be a non-negative number, got {self.lam!r}")
-        self.lam_schedule = lam_schedule
-        if alpha_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(f"unknown alpha_schedule {alpha_schedule!r}; expected one of {ALPHA_SCHEDULES}")
-        self.alpha_schedule = alpha_schedule
-        self.step_rule = defaults.get("step_rule", "sign") if step_rule is None else step_rule
-        self.tau = defaults.get("tau", 5e-4) if tau is None else tau
-        if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or not 0 <= self.tau < math.inf:
-            raise ValueError(f"tau must be a non-negative number, got {self.tau!r}")
-        self.flow_lr = check_positive(flow_lr, "flow_lr")
-        if flow_lr_schedule not in ALPHA_SCHEDULES:
-            raise ValueError(f"unknown flow_lr_schedule {flow_lr_schedule!r}; expected one of {ALPHA_SCHEDULES}")
-        if flow_lr_schedule != "constant" and perturbation != "flow":
-            raise ValueError("flow_lr_schedule applies to perturbation='flow'; the L∞ step follows alpha_schedule")
-        self.flow_lr_schedule = flow_lr_schedule
-        if isinstance(lam_adapt, bool) or not isinstance(lam_adapt, (int, float)) or not 1 <= lam_adapt < 2:
-            raise ValueError(f"lam_adapt must be a number in [1, 2) (1 = off), got {lam_adapt!r}")
-        self.lam_adapt = float(lam_adapt)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        if self.step_rule not in STEP_RULES and perturbation == "linf":
-            raise ValueError(f"unknown step_rule {self.step_rule!r}; expected one of {STEP_RULES}")
-        self.alpha_max = check_positive(alpha_max, "alpha_max")
-        self.n_bs = _check_int(n_bs, "n_bs", 0)
-        self.n_step = _check_int(defaults.get("n_step", 4) if n_step is None else n_step, "n_step", 1)
-        self.n_reset = _check_int(defaults.get("n_reset", 50) if n_reset is None else n_reset, "n_reset", 1)
-        self.n_seeds = _check_int(n_seeds, "n_seeds", 1)
-        if mask_loss not in MASK_LOSSES:
-            raise ValueError(f"unknown mask_loss {mask_loss!r}; expected one of {MASK_LOSSES}")
-        self.mask_loss = mask_loss
-        self.lam_enc = defaults.get("lam_enc", 0.1) if lam_enc is None else lam_enc
-        if not isinstance(self.lam_enc, (int, float)) or isinstance(self.lam_enc, bool) or not self.lam_enc >= 0:
-            raise ValueError(f"lam_enc must be a non-negative number, got {self.lam_enc!r}")
-        self.progress = progress
+            wrong = sorted({**linf, **search})
+            if wrong:
+                raise ValueError(f"{wrong[0]} applies to perturbation='linf'; the flow perturbation's settings are "
+                                 "tau, flow_lr, flow_lr_schedule, betas (Flow(tau, lr, lr_schedule, betas))")
+            return Flow(**flow)
+        if flow:
+            raise ValueError(f"{sorted(flow)[0]} applies to perturbation='flow' (Flow(tau, lr, lr_schedule, betas)); "
+                             "the L∞ box has eps, alpha, alpha_schedule and the line search's alpha_max, n_bs")
+        rule = linf.pop("step_rule", None)
+        if rule is None:
+            rule = g.paper_budget("linf").get("step_rule", "sign")
+        if rule not in STEP_RULES:
+            raise ValueError(f"unknown step_rule {rule!r}; expected one of {STEP_RULES}")
+        if rule == "search":
+            if "schedule" in linf:
+                raise ValueError("alpha_schedule applies to step_rule='sign'; the line search has alpha_max and n_bs")
+            return LinfSearch(**linf, **search)
+        if search:
+            raise ValueError(f"{ {'max_length': 'alpha_max', 'halvings': 'n_bs'}[sorted(search)[0]]} applies to "
+                             "step_rule='search' (MASK's line search, LinfSearch(max_length, halvings))")
+        return Linf(**linf)
+
+    @staticmethod
+    def _objective(objective, settings: dict, row: dict) -> Objective:
+        if isinstance(objective, Objective):
+            if settings:
+                key = sorted(settings)[0]
+                raise ValueError(f"{key} is a setting of the objective: pass {type(objective).__name__}({key}=...) "
+                                 f"instead of ADV2(..., {key}=...)")
+        elif objective in _OBJECTIVES:
+            cls = _OBJECTIVES[objective]
+            wrong = sorted(set(settings) - {"lam", "lam_schedule", "lam_adapt"}) if cls is not Fragility else []
+            if wrong:
+                raise ValueError(f"{wrong[0]} applies to objective='fragility' (Fragility(measure, k))")
+            objective = cls(**settings)
+        else:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES} or an object "
+                             "(Hide, Manipulate, Fragility)")
+        return objective.replace(lam=row["lam"]) if objective.lam is None else objective
+
+    def __getattr__(self, name: str):
+        """Read settings by their flat names (``atk.eps``, ``atk.lam``, ``atk.n_seeds``...) through
+        :data:`FLAT_KEYS`."""
+        if name.startswith("_") or name not in FLAT_KEYS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        owner, attr = FLAT_KEYS[name]
+        obj = {"objective": self.__dict__.get("objective"), "tracker": self.__dict__.get("tracker")}.get(
+            owner, self.__dict__.get("perturbation"))
+        if owner == "tracker":
+            opts = obj.options() if obj is not None else {}
+            if attr in opts:
+                return opts[attr]
+            if obj is not None and hasattr(obj, attr):
+                return getattr(obj, attr)
+        elif obj is not None and hasattr(obj, attr):
+            return getattr(obj, attr)
+        raise AttributeError(f"{name!r}: this attack's {owner if owner in ('objective', 'tracker') else 'perturbation'}"
+                             f" has no {attr!r}")
 
     def lam_at(self, t: int) -> float:
         """λ at joint iteration ``t`` (0-based)."""
-        if self.lam_schedule == "constant" or self.steps <= 1:
-            return self.lam
-        return self.lam * (1 + t / (self.steps - 1))
-
-    def alpha_at(self, t: int) -> float:
-        """Step size at joint iteration ``t``: ``alpha`` throughout (``"constant"``), or decaying
-        from ``alpha`` to ``alpha/10`` (``"cosine"``, ``"linear"``)."""
-        return decayed(self.alpha, t, self.steps, self.alpha_schedule)
+        return self.objective.lam_at(t, self.steps)
 
     def benign_map(self, x: torch.Tensor) -> torch.Tensor:
         """``g(x; f(x).argmax(1))``, detached."""
@@ -405,26 +302,20 @@ class ADV2:
         x = x.detach()
         m_t = self.benign_map(x) if target_map is None else check_maps(target_map, n).detach().to(x)
 
-        if self.objective == "manipulate" and target_map is None:
+        if isinstance(self.objective, Manipulate) and target_map is None:
             raise ValueError("objective='manipulate' needs a target_map (the map to reach)")
         p_benign = None
-        if self.objective != "adv2":
+        if not self.objective.moves_class:
             with torch.no_grad():
                 p_benign = F.softmax(self.model(x), 1)
             if not torch.equal(p_benign.argmax(1), target_class):
-                raise ValueError(f"objective={self.objective!r} keeps the prediction: target_class must be the "
+                raise ValueError(f"objective={self.objective.name!r} keeps the prediction: target_class must be the "
                                  "model's prediction f(x).argmax(1) (Manipulate and Fragility pass it)")
-        flow = self.perturbation == "flow"
-        ctx = AttackContext(x, target_class, m_t, None if flow else self.eps, self.objective, self.measure, self.k,
-                            p_benign)
-        tracker = self.interpreter.tracker(n_step=self.n_step, n_reset=self.n_reset, mask_loss=self.mask_loss,
-                                           lam_enc=self.lam_enc, n_seeds=self.n_seeds)
-        if flow:
-            pert = FlowPerturbation(self, x)
-        elif self.step_rule == "sign":
-            pert = BoxPerturbation(self, SignStep(self.alpha_at))
-        else:
-            pert = BoxPerturbation(self, SearchStep(self.model, self.alpha_max, self.n_bs))
+        flow = isinstance(self.perturbation, Flow)
+        ctx = AttackContext(x, target_class, m_t, self.perturbation.eps, self.objective, p_benign)
+        tracker = self.tracker
+        tracker.reset()
+        pert = self.perturbation.begin(self.model, x, self.steps)
 
         var = pert.start(x)  # the image (L∞) or the flow
         bar = tqdm(total=self.warmup + self.steps, desc=f"adv2[{self.interpreter.name}]",
@@ -437,6 +328,7 @@ class ADV2:
         best_var = var.detach().clone() if flow else None
         best_d = torch.full((n,), float("inf"), device=x.device)
         scale = torch.ones(n, device=x.device, dtype=x.dtype)  # per-example λ multipliers (lam_adapt)
+        lam_adapt = self.objective.lam_adapt
         for t in range(self.steps + 1):
             var.requires_grad_(True)
             x_adv = pert.image(var)
@@ -452,8 +344,8 @@ class ADV2:
                         best_var = torch.where(better[:, None, None, None], var.detach(), best_var)
             if last:
                 break
-            if self.lam_adapt != 1:
-                scale = adapt_scale(scale, logits.detach().argmax(1) == ctx.target_class, self.lam_adapt)
+            if lam_adapt != 1:
+                scale = adapt_scale(scale, logits.detach().argmax(1) == ctx.target_class, lam_adapt)
             loss = ctx.prediction_loss(logits) + self.lam_at(t) * scale * d
             if aux is not None:
                 loss = loss + aux
@@ -473,14 +365,16 @@ class ADV2:
             res.flow = torch.where(found[:, None, None, None], best_var, var.detach())
         return res
 
-    def __repr__(self):
-        return (f"ADV2({self.interpreter!r}, eps={self.eps:.4g}, alpha={self.alpha:.4g}, steps={self.steps}, "
-                f"warmup={self.warmup}, lam={self.lam:.4g}, schedule={self.lam_schedule!r}, "
-                f"step_rule={self.step_rule!r}{self._repr_extras()})")
+    def settings(self) -> dict:
+        """Every setting that changes results: the perturbation's, the objective's, the tracker's
+        options and the iteration counts (flat, for run records)."""
+        return {"perturbation": repr(self.perturbation), "objective": repr(self.objective),
+                "tracker": self.tracker.options(), "steps": self.steps, "warmup": self.warmup}
 
-    def _repr_extras(self) -> str:
-        out = f", lam_adapt={self.lam_adapt:.4g}" if self.lam_adapt != 1 else ""
-        return out + (f", flow_lr_schedule={self.flow_lr_schedule!r}" if self.flow_lr_schedule != "constant" else "")
+    def __repr__(self):
+        opts = self.tracker.options()
+        g = repr(self.tracker) if opts else repr(self.interpreter)
+        return f"ADV2({g}, {self.perturbation!r}, {self.objective!r}, steps={self.steps}, warmup={self.warmup})"
 
 
 def _check_int(v, name: str, lo: int) -> int:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from adv2._validate import check_images, check_targets, model_call, num_classes_of
+from adv2.interpreters.paper import paper_budget
 from adv2.interpreters.smooth_relu import COVERED
 
 
@@ -66,9 +67,19 @@ class Interpreter:
         """The ADV² loop's view of this interpreter (a small strategy object, see :class:`MapTracker`).
 
         ``options`` are interpreter-specific attack settings (MASK: ``n_step``, ``n_reset``,
-        ``mask_loss``; RTS: ``lam_enc``);
-        interpreters without such settings ignore them."""
+        ``n_seeds``, ``mask_loss``; RTS: ``lam_enc``); an interpreter without such settings
+        refuses them. ``ADV2(model, g.tracker(...))`` attacks with them."""
+        if options:
+            raise ValueError(f"the {self.name} interpreter takes no attack options, got {sorted(options)} (MASK's "
+                             "tracker takes n_step, n_reset, n_seeds, mask_loss; RTS's lam_enc)")
         return MapTracker(self)
+
+    def paper_budget(self, perturbation: str = "linf") -> dict:
+        """The paper's attack budget for this interpreter (Table 10 for ``"linf"``, 11 for ``"flow"``):
+        ``steps``, ``warmup``, ``lam`` and, where the paper sets them, ``step_rule``, ``tau`` and
+        tracker options (:mod:`adv2.interpreters.paper`). Wrappers name their family in
+        ``defaults_like``; an interpreter the paper has no row for gets a ``ValueError``."""
+        return paper_budget(getattr(self, "defaults_like", self.name), perturbation)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -94,6 +105,17 @@ class MapTracker:
 
     def __init__(self, interpreter: Interpreter):
         self.g = interpreter
+
+    def options(self) -> dict:
+        """The tracker's settings that change results (empty here)."""
+        return {}
+
+    def reset(self) -> None:
+        """Forget any state of an earlier attack call (called at the start of each)."""
+
+    def __repr__(self):
+        body = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({self.g!r}{', ' if body else ''}{body})"
 
     def __call__(self, ctx, x_adv: torch.Tensor, t: int, last: bool):
         logits, m = self.g.logits_and_map(x_adv, ctx.target_class, create_graph=not last, smooth=True)

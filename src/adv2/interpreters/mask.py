@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from adv2._validate import check_images, check_targets, model_call, num_classes_of
-from adv2.interpreters.base import Interpreter
+from adv2.interpreters.base import Interpreter, MapTracker
 from adv2.interpreters.smooth_relu import smooth_relu
 
 
@@ -274,9 +274,11 @@ class Mask(Interpreter):
         create_graph = torch.is_grad_enabled() and x.requires_grad
         return self.solve(x, target, create_graph=create_graph)[0]
 
-    def tracker(self, n_step: int = 4, n_reset: int = 50, mask_loss: str = "unroll", n_seeds: int = 1,
-                **_) -> MaskTracker:
-        """The bilevel scheme of the ADV² loop (:class:`MaskTracker`)."""
+    def tracker(self, n_step: int = 4, n_reset: int = 50, n_seeds: int = 1, mask_loss: str = "unroll") -> MaskTracker:
+        """The bilevel scheme of the ADV² loop (:class:`MaskTracker`): ``n_step`` unrolled Adam steps
+        of MASK per joint iteration, a from-scratch re-solve every ``n_reset`` iterations, the
+        expectation over ``n_seeds`` jitter seeds; ``mask_loss="objective"`` is the authors'
+        shortcut. ``ADV2(model, Mask(model).tracker(n_seeds=8))`` attacks with them."""
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds)
 
     def __repr__(self):
@@ -285,7 +287,7 @@ class Mask(Interpreter):
                 f"beta={self.beta}, jitter={self.jitter}, seed={self.seed})")
 
 
-class MaskTracker:
+class MaskTracker(MapTracker):
     """The ADV² loop's view of MASK (the paper's bilevel scheme).
 
     Keeps a running MASK state for the current adversarial image. Every ``n_reset`` joint
@@ -314,11 +316,18 @@ class MaskTracker:
                  mode: str = "unroll", n_seeds: int = 1):
         if mode not in self.MODES:
             raise ValueError(f"unknown mask_loss {mode!r}; expected one of {self.MODES}")
-        if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
-            raise ValueError(f"n_seeds must be an integer ≥ 1, got {n_seeds!r}")
+        for name, v in (("n_step", n_step), ("n_reset", n_reset), ("n_seeds", n_seeds)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1, got {v!r}")
         self.g, self.n_step, self.n_reset, self.mode, self.n_seeds = interpreter, n_step, n_reset, mode, n_seeds
         self.seed = interpreter.seed + 1 if seed is None else seed
         self.state: MaskState | None = None
+
+    def options(self) -> dict:
+        return {"n_step": self.n_step, "n_reset": self.n_reset, "n_seeds": self.n_seeds, "mask_loss": self.mode}
+
+    def reset(self) -> None:
+        self.state = None
 
     def _seeds(self, n: int) -> torch.Tensor:
         """Per-example jitter seeds of the ``n_seeds × n`` stacked copies (seed-major)."""
