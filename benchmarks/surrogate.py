@@ -15,9 +15,9 @@ from adv2.attacks import ADV2, PGD
 from adv2.experiments.sampling import correctly_classified_shapes, target_classes
 
 CANDIDATES = [
-    ("sqrt", dict(surrogate="sqrt", tau=1e-4)),
-    ("sqrt", dict(surrogate="sqrt", tau=1e-2)),
-    ("paper", dict(surrogate="paper", tau=1e-4)),
+    ("sqrt", dict(surrogate="sqrt", temperature=1e-4)),
+    ("sqrt", dict(surrogate="sqrt", temperature=1e-2)),
+    ("paper", dict(surrogate="paper", temperature=1e-4)),
     ("softplus", dict(surrogate="softplus", beta=10.0)),
     ("softplus", dict(surrogate="softplus", beta=50.0)),
 ]
@@ -47,7 +47,7 @@ def main():
         ok = res.success
         l1 = adv2.metrics.lp_distance(res.map, benign)[ok].mean().item()
         iou = adv2.metrics.iou_test(res.map, benign)[ok].mean().item()
-        param = f"tau={kw['tau']:g}" if "tau" in kw else f"beta={kw['beta']:g}"
+        param = f"temperature={kw['temperature']:g}" if "temperature" in kw else f"beta={kw['beta']:g}"
         print(f"| {kind} | {param} | {ok.float().mean():.3f} | {l1:.4f} | {l1 / l1_pgd:.3f} | {iou:.3f} "
               f"| {time.time() - t0:.0f} |")
 

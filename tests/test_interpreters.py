@@ -112,7 +112,7 @@ def test_exact_relu_second_order_gradient_is_zero():
 @pytest.mark.parametrize("kind", ["sqrt", "paper", "softplus"])
 def test_surrogate_derivative_shapes(kind):
     z = torch.linspace(-1, 1, 101, requires_grad=True)
-    with smooth_relu(kind=kind, tau=1e-2, beta=10):
+    with smooth_relu(kind=kind, temperature=1e-2, beta=10):
         y = torch.relu(z)
     assert torch.equal(y, z.detach().clamp_min(0))
     (d,) = torch.autograd.grad(y.sum(), z, create_graph=True)

@@ -11,6 +11,7 @@ with the interpreters (:mod:`adv2.interpreters.paper`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -224,13 +225,14 @@ class ADV2:
             raise ValueError(f"unknown perturbation {perturbation!r}; expected one of {PERTURBATIONS} or an object "
                              "(Linf, LinfSearch, Flow)")
         if perturbation == "flow":
-            wrong = sorted({**linf, **search})
+            wrong = sorted(_flat("linf", k) for k in linf) + sorted(_flat("search", k) for k in search)
             if wrong:
                 raise ValueError(f"{wrong[0]} applies to perturbation='linf'; the flow perturbation's settings are "
                                  "tau, flow_lr, flow_lr_schedule, betas (Flow(tau, lr, lr_schedule, betas))")
-            return Flow(**flow)
+            return _build(Flow, flow, "flow")
         if flow:
-            raise ValueError(f"{sorted(flow)[0]} applies to perturbation='flow' (Flow(tau, lr, lr_schedule, betas)); "
+            key = sorted(_flat("flow", k) for k in flow)[0]
+            raise ValueError(f"{key} applies to perturbation='flow' (Flow(tau, lr, lr_schedule, betas)); "
                              "the L∞ box has eps, alpha, alpha_schedule and the line search's alpha_max, n_bs")
         rule = linf.pop("step_rule", None)
         if rule is None:
@@ -240,11 +242,11 @@ class ADV2:
         if rule == "search":
             if "schedule" in linf:
                 raise ValueError("alpha_schedule applies to step_rule='sign'; the line search has alpha_max and n_bs")
-            return LinfSearch(**linf, **search)
+            return _build(LinfSearch, {**linf, **search}, "linf", "search")
         if search:
             raise ValueError(f"{ {'max_length': 'alpha_max', 'halvings': 'n_bs'}[sorted(search)[0]]} applies to "
                              "step_rule='search' (MASK's line search, LinfSearch(max_length, halvings))")
-        return Linf(**linf)
+        return _build(Linf, linf, "linf")
 
     @staticmethod
     def _objective(objective, settings: dict, row: dict) -> Objective:
@@ -258,7 +260,7 @@ class ADV2:
             wrong = sorted(set(settings) - {"lam", "lam_schedule", "lam_adapt"}) if cls is not Fragility else []
             if wrong:
                 raise ValueError(f"{wrong[0]} applies to objective='fragility' (Fragility(measure, k))")
-            objective = cls(**settings)
+            objective = _build(cls, settings, "objective")
         else:
             raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES} or an object "
                              "(Hide, Manipulate, Fragility)")
@@ -375,6 +377,25 @@ class ADV2:
         opts = self.tracker.options()
         g = repr(self.tracker) if opts else repr(self.interpreter)
         return f"ADV2({g}, {self.perturbation!r}, {self.objective!r}, steps={self.steps}, warmup={self.warmup})"
+
+
+def _flat(owner: str, name: str) -> str:
+    """The flat keyword of setting ``name`` of ``owner`` (:data:`FLAT_KEYS`)."""
+    return next((k for k, v in FLAT_KEYS.items() if v == (owner, name)), name)
+
+
+def _build(cls, kwargs: dict, *owners: str):
+    """``cls(**kwargs)`` from flat keywords; a ``ValueError`` names the flat keyword as well."""
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        msg = str(e)
+        for name in kwargs:
+            flat = next((_flat(o, name) for o in owners if _flat(o, name) != name), name)
+            if flat != name and re.search(rf"\b{name}\b", msg):
+                msg += f" (ADV2's {flat}=; spelled {cls.__name__}({name}=...) now)"
+                break
+        raise ValueError(msg) from None
 
 
 def _check_int(v, name: str, lo: int) -> int:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adv2.interpreters.base import Interpreter, minmax
-from adv2.interpreters.smooth_relu import smooth_relu
+from adv2.interpreters.smooth_relu import renamed_temperature, smooth_relu
 
 #: Captum classes the wrapper makes differentiable: input-gradient methods and layer methods.
 INPUT_METHODS = ("Saliency", "InputXGradient", "IntegratedGradients")
@@ -95,7 +95,9 @@ class CaptumInterpreter(Interpreter):
     ``[0, 1]``."""
 
     def __init__(self, method, reduce: str | None = None, pool: int = 1, smooth: bool | None = None,
-                 surrogate: str = "sqrt", tau: float = 1e-4, **attribute_kwargs):
+                 surrogate: str = "sqrt", temperature: float = 1e-4, *, tau: float | None = None,
+                 **attribute_kwargs):
+        temperature = renamed_temperature(temperature, tau)
         self.kind = _kind(method)
         model = getattr(method, "forward_func", None)
         if not isinstance(model, nn.Module):
@@ -114,7 +116,7 @@ class CaptumInterpreter(Interpreter):
             raise ValueError(f"pool must be a positive integer, got {pool!r}")
         self.reduce, self.pool = reduce, pool
         self.smooth = self.kind == "input" if smooth is None else bool(smooth)
-        self.surrogate, self.tau = surrogate, tau
+        self.surrogate, self.temperature = surrogate, temperature
         if self.kind == "layer":
             attribute_kwargs.setdefault("relu_attributions", True)
         self.noise = None
@@ -139,7 +141,8 @@ class CaptumInterpreter(Interpreter):
     def logits_and_map(self, x, target, create_graph=False, smooth=False):
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)
-        surrogate = smooth_relu(self.surrogate, self.tau) if smooth and self.smooth else contextlib.nullcontext()
+        use = smooth and self.smooth
+        surrogate = smooth_relu(self.surrogate, self.temperature) if use else contextlib.nullcontext()
         with torch.enable_grad():
             logits = self.model(x)
             with surrogate, _graph_through_grad(create_graph or smooth):
@@ -189,7 +192,7 @@ def from_captum(method, **attribute_kwargs) -> CaptumInterpreter:
     ``attribute_kwargs`` go to ``method.attribute`` (``n_steps=16``, ``nt_type="smoothgrad"``,
     ``nt_samples=8``, ``baselines=...``); the adapter's own options are ``reduce`` (``"max"`` |
     ``"sum"`` over colour channels), ``pool``, ``smooth`` (use the smooth-ReLU surrogate in
-    attacks; default for the input methods) and ``surrogate`` / ``tau``. A ``ValueError`` for a
+    attacks; default for the input methods) and ``surrogate`` / ``temperature``. A ``ValueError`` for a
     method whose map cannot be differentiated (see the module docstring)."""
     return CaptumInterpreter(method, **attribute_kwargs)
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from adv2.interpreters.base import Interpreter, minmax
-from adv2.interpreters.smooth_relu import KINDS, smooth_relu
+from adv2.interpreters.smooth_relu import KINDS, renamed_temperature, smooth_relu
 
 
 class Grad(Interpreter):
@@ -24,20 +24,22 @@ class Grad(Interpreter):
 
     name = "grad"
 
-    def __init__(self, model, pool: int = 1, surrogate: str = "sqrt", tau: float = 1e-4, beta: float = 10.0):
+    def __init__(self, model, pool: int = 1, surrogate: str = "sqrt", temperature: float = 1e-4, beta: float = 10.0,
+                 *, tau: float | None = None):
         super().__init__(model)
+        temperature = renamed_temperature(temperature, tau)
         if not isinstance(pool, int) or pool < 1:
             raise ValueError(f"pool must be a positive integer, got {pool!r}")
         if surrogate not in KINDS:
             raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {KINDS}")
-        self.pool, self.surrogate, self.tau, self.beta = pool, surrogate, tau, beta
+        self.pool, self.surrogate, self.temperature, self.beta = pool, surrogate, temperature, beta
 
     def logits_and_map(self, x, target, create_graph=False, smooth=False):
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             if smooth:
-                with smooth_relu(self.surrogate, self.tau, self.beta):
+                with smooth_relu(self.surrogate, self.temperature, self.beta):
                     logits = self.model(x)
             else:
                 logits = self.model(x)
@@ -49,4 +51,5 @@ class Grad(Interpreter):
         return logits, minmax(m)
 
     def __repr__(self):
-        return f"Grad(pool={self.pool}, surrogate={self.surrogate!r}, tau={self.tau})"
+        return (f"Grad(pool={self.pool}, surrogate={self.surrogate!r}, temperature={self.temperature:g}, "
+                f"beta={self.beta:g})")

@@ -43,6 +43,8 @@ and torchvision's models use it).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -295,26 +297,40 @@ _PIECEWISE = {
 COVERED = ("relu", "relu6", "hardtanh", "leaky_relu", "prelu", "hardsigmoid", "hardswish")
 
 
+def renamed_temperature(temperature: float, tau: float | None) -> float:
+    """The surrogate's temperature, from its old keyword ``tau`` if given (with a ``DeprecationWarning``)."""
+    if tau is None:
+        return temperature
+    warnings.warn("the surrogate's `tau` is now `temperature` (`tau` is the flow penalty's weight)",
+                  DeprecationWarning, stacklevel=3)
+    return tau
+
+
 class smooth_relu(TorchFunctionMode):
     """Context manager: piecewise-linear activations keep their forward value and get a smooth
     backward (see the module's documentation for what is covered).
 
-    >>> with smooth_relu(kind="sqrt", tau=1e-4):
+    >>> with smooth_relu(kind="sqrt", temperature=1e-4):
     ...     logits = model(x)          # identical logits
+
+    ``temperature``: the ``sqrt`` surrogate's smoothing (``τ`` in the module's formulas; spelled
+    ``tau`` before, which still works with a ``DeprecationWarning``: ``tau`` now means only the
+    flow penalty); ``beta``: the ``paper`` surrogate's softplus sharpness.
     """
 
-    def __init__(self, kind: str = "sqrt", tau: float = 1e-4, beta: float = 10.0):
+    def __init__(self, kind: str = "sqrt", temperature: float = 1e-4, beta: float = 10.0, *, tau: float | None = None):
         super().__init__()
+        temperature = renamed_temperature(temperature, tau)
         if kind not in KINDS:
             raise ValueError(f"unknown surrogate kind {kind!r}; expected one of {KINDS}")
-        if not tau > 0 or not beta > 0:
-            raise ValueError(f"tau and beta must be positive, got tau={tau}, beta={beta}")
-        self.kind, self.tau, self.beta = kind, float(tau), float(beta)
+        if not temperature > 0 or not beta > 0:
+            raise ValueError(f"temperature and beta must be positive, got temperature={temperature}, beta={beta}")
+        self.kind, self.temperature, self.beta = kind, float(temperature), float(beta)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _RELUS:
-            return _SmoothReLUFn.apply(args[0], self.kind, self.tau, self.beta)
+            return _SmoothReLUFn.apply(args[0], self.kind, self.temperature, self.beta)
         if func is F.batch_norm:
             out = _eval_batch_norm(args, kwargs)
             if out is not None:
@@ -327,5 +343,5 @@ class smooth_relu(TorchFunctionMode):
         if spec is not None:
             act, p = spec(args, kwargs)
             w = _arg(args, kwargs, 1, "weight", None).detach() if act == "prelu" else None
-            return _SmoothPiecewiseFn.apply(args[0], w, act, p, self.kind, self.tau, self.beta)
+            return _SmoothPiecewiseFn.apply(args[0], w, act, p, self.kind, self.temperature, self.beta)
         return func(*args, **kwargs)
