@@ -2,7 +2,7 @@
 
 Bar: benign pointing game ≥ 80% on the embedded test images, MASK at its defaults.
 Beside the defaults (jitter ±1 px) the same run measures MASK without jitter (``jitter=0``: a
-deterministic MASK, which the attack meets the bars against; README). The noise floor is the
+deterministic MASK, which the attack meets the bars against; docs/results.md). The noise floor is the
 mean L1 between the maps of two jitter seeds (0 and 1) on the same benign image: 0 without jitter.
 
     python benchmarks/mask_pointing.py [--n 64]

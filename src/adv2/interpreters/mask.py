@@ -19,9 +19,9 @@ models the deletion game needs a 16×16 mask that starts fully deleted (``init=1
 restored by Adam: from an intact image it finds small adversarial deletions (blurring a patch of
 clutter flips these deliberately fragile classifiers) and misses the object. With the defaults
 the deletion game points at the object in 92% (ResNet) and 81% (DenseNet) of the first 64 test
-images (``benchmarks/mask_pointing.py``), the preservation game in 84% (README), and ADV² moves
-the deletion game's map less far from the benign one. The map is ``s`` itself, ``(N, 1, h, w)`` in
-``[0, 1]`` at the mask's resolution.
+images (``benchmarks/mask_pointing.py``), the preservation game in 84%
+(docs/notes/2026-12-what-was-tried.md), and ADV² moves the deletion game's map less far from
+the benign one. The map is ``s`` itself, ``(N, 1, h, w)`` in ``[0, 1]`` at the mask's resolution.
 
 Every example is optimised on its own (the loss is a sum of per-example terms and each
 example's jitter comes from its own seed), so a map never depends on the batch. The optimisation
@@ -127,7 +127,7 @@ def _straight_through_clamp(m: torch.Tensor) -> torch.Tensor:
 class Mask(Interpreter):
     """Meaningful-perturbation saliency; map ``(N, 1, h, w)`` in ``[0, 1]`` (high = important).
 
-    Parameters (defaults chosen by measurement on the embedded 64×64 models, see the README):
+    Parameters (defaults chosen by measurement on the embedded 64×64 models, see docs/notes/2026-12-what-was-tried.md):
 
     - ``game``: ``"delete"`` (the paper's, default) or ``"preserve"``, see the module docs.
     - ``size``: the mask's side ``h = w`` (default ``min(H // 4, 28)``: 16×16 at 64×64, where 8×8
@@ -302,12 +302,12 @@ class MaskTracker(MapTracker):
     the tracker keeps one running state per seed (one batched solve of ``n_seeds × N`` images)
     and both the loss and the keep-best distance are the mean over the seeds: an expectation
     over MASK's jitter, so the example does not fit one jitter sequence (with one seed the maps
-    under that seed end up far closer to the target than under any other; README).
+    under that seed end up far closer to the target than under any other; docs/results.md).
 
     ``mode="objective"`` is the authors' cheaper route instead of the unrolled steps: the
     interpretation loss is MASK's own objective evaluated at the target map on ``x̂`` (so that
     ``m_t`` becomes cheap for MASK there); resets and keep-best are the same. Measured worse
-    (README), kept for comparison.
+    (docs/notes/2026-12-what-was-tried.md), kept for comparison.
     """
 
     MODES = ("unroll", "objective")
