@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from adv2.defenses.aid import eval_aid
+from adv2.experiments.aid_eval import eval_aid
 
 
 def main():

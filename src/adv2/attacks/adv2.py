@@ -393,7 +393,7 @@ def _build(cls, kwargs: dict, *owners: str):
         for name in kwargs:
             flat = next((_flat(o, name) for o in owners if _flat(o, name) != name), name)
             if flat != name and re.search(rf"\b{name}\b", msg):
-                msg += f" (ADV2's {flat}=; spelled {cls.__name__}({name}=...) now)"
+                msg = re.sub(rf"\b{name}\b", flat, msg, count=1) + f" (now {cls.__name__}({name}=...))"
                 break
         raise ValueError(msg) from None
 

@@ -17,7 +17,7 @@ The images: ``data=None`` takes the embedded shapes benchmark for an embedded mo
 photographs of :func:`adv2.data.photos` (``data="photos"``, with ``augment``) for any other (an
 ImageNet classifier such as ``efficientnet-lite0``); a folder path takes an ImageNet-style folder.
 The photographs are all kept, whatever the model says, and each image's class is the model's
-prediction (:class:`adv2.experiments.sources.PhotosData`); elsewhere only correctly classified
+prediction (:class:`adv2.data.sources.PhotosData`); elsewhere only correctly classified
 images are kept.
 
 Writes ``OUT/audit.json`` (``rows`` with ``interpreter, objective, eps, success_rate, l1,
@@ -35,9 +35,17 @@ import torch
 from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics
+from adv2._io import atomic_write_bytes
 from adv2.attacks.presets import PRESETS, preset
-from adv2.experiments.sampling import target_classes
-from adv2.experiments.store import atomic_write_bytes, env_info, format_table
+from adv2.data.photos import AUGMENTATIONS
+from adv2.data.selection import select_examples, target_classes
+from adv2.data.sources import FolderData, PhotosData, ShapesData
+from adv2.experiments.sources import build_model
+from adv2.experiments.store import env_info
+from adv2.interpreters.cam import GradCAM
+from adv2.models import EMBEDDED
+from adv2.report.figures import audit_figure
+from adv2.report.tables import format_table
 
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 #: Captum methods ``adv2 audit --interpreter`` knows by name (captum must be installed).
@@ -71,8 +79,6 @@ def build_interpreter(name: str, model):
         import captum.attr as ca
     except ImportError:
         raise ValueError(f"{name} needs captum: pip install 'adv2[captum]'") from None
-    from adv2.interpreters.cam import GradCAM
-
     if name == "captum-saliency":
         return interpreters.from_captum(ca.Saliency(model))
     if name == "captum-inputxgradient":
@@ -110,10 +116,6 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     ``data``: ``None`` (shapes for an embedded model, else the photographs), ``"shapes"``,
     ``"photos"`` (``augment``: none, mirror or crops: 4, 8 or 16 images; ``n`` is capped at that)
     or an image folder ``root/<class>/<image>`` (``size``, ``labels``)."""
-    from adv2.data.photos import AUGMENTATIONS
-    from adv2.experiments.sources import FolderData, PhotosData, ShapesData, build_model, select_examples
-    from adv2.models import EMBEDDED
-
     for o in objectives:
         if o not in PRESETS:
             raise ValueError(f"unknown objective {o!r}; expected some of {', '.join(PRESETS)}")
@@ -202,31 +204,6 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
 
 
 def plot_audit(rows: list[dict], path: Path, title: str = "") -> Path:
-    """One panel per interpreter: L1 against ε for each objective, and random noise's."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(dict.fromkeys(r["interpreter"] for r in rows))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        rs = [r for r in rows if r["interpreter"] == name]
-        for obj in dict.fromkeys(r["objective"] for r in rs):
-            pts = [(r["eps"] * 255, r["l1"]) for r in rs if r["objective"] == obj and r["l1"] is not None]
-            label = {"adv2": "ADV² (to benign map)", "manipulate": "manipulate (to another image's map)",
-                     "fragility": "fragility (from benign map)"}[obj]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
-        rnd = sorted({(r["eps"] * 255, r["random_l1"]) for r in rs})
-        ax.plot(*zip(*rnd, strict=True), marker="x", linestyle="--", color="k", label="random noise (worst of draws)")
-        ax.set_xlabel("ε (×1/255)")
-        ax.set_ylabel("L1 between maps")
-        ax.set_title(name, fontsize=10)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """One panel per interpreter: L1 against ε for each objective, and random noise's
+    (:func:`adv2.report.figures.audit_figure`)."""
+    return audit_figure(rows, path, title=title)

@@ -14,7 +14,7 @@ Keys (defaults in :data:`DEFAULTS`)::
     #   or {name: folder, root: DIR, size: 224, labels: sorted | numeric, n: 32, seed: 0}
     #   or {name: photos, size: 224, augment: none | mirror | crops, n: 8, seed: 0}: the photographs
     #   of adv2.data.photos (ImageNet classes, 4/8/16 images); every one is kept and its benign
-    #   class is the model's prediction (adv2.experiments.sources.PhotosData)
+    #   class is the model's prediction (adv2.data.sources.PhotosData)
     device: cpu                          # cpu | cuda | cuda:K | auto (torchrun: cuda → cuda:LOCAL_RANK)
     batch_size: 32
     eps: 0.031                           # L∞ budget on [0, 1] images, in (0, 1]
@@ -23,7 +23,7 @@ Keys (defaults in :data:`DEFAULTS`)::
     attacks: [pgd, adv2, stadv, adv2-stadv]
     target_map: benign                   # benign | other | shape | a map file (.png, .npy)
     transfer: {interpreters: false, models: []}   # measure under other interpreters / models
-    budgets: default                     # default | fast | a mapping (adv2.experiments.demo.BUDGETS)
+    budgets: default                     # default | fast | a mapping (adv2.experiments.budgets.BUDGETS)
 """
 
 from __future__ import annotations
@@ -32,10 +32,17 @@ import copy
 from importlib import resources
 from pathlib import Path
 
+import torchvision
 import yaml
 
 from adv2 import interpreters, models
 from adv2._validate import check_eps, check_positive
+from adv2.data.photos import AUGMENTATIONS, photo_names
+from adv2.data.shapes import SPLITS
+from adv2.experiments.budgets import ATTACKS, BUDGETS, KNOWN, apply_overrides
+from adv2.experiments.runner import run_experiment
+from adv2.experiments.sources import model_name
+from adv2.experiments.targets import check_policy
 
 #: Keys of a config and what they accept.
 KEYS = {
@@ -51,7 +58,7 @@ KEYS = {
     "attacks": "a list, some of pgd, adv2, stadv, adv2-stadv",
     "target_map": "benign, other, shape, or a map file (.png, .jpg, .npy)",
     "transfer": "a mapping: interpreters (true/false), models (a list of models)",
-    "budgets": "default, fast, or a mapping like adv2.experiments.demo.BUDGETS['default']",
+    "budgets": "default, fast, or a mapping like adv2.experiments.budgets.BUDGETS['default']",
 }
 DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels"),
              "photos": ("name", "n", "seed", "size", "augment")}
@@ -104,8 +111,6 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
     """Validate ``raw`` (a config mapping), fill in :data:`DEFAULTS`, expand named budgets and
     apply ``overrides`` (``data.n=4``, ``budgets.cam.steps=100``, ``eps=0.02``; the special
     ``attacks.steps=K`` sets every iteration count of every attack to ``K``, for smoke runs)."""
-    from adv2.experiments.demo import BUDGETS, apply_overrides
-
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise ValueError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(KEYS)}")
@@ -163,8 +168,6 @@ def _merge_defaults(cfg: dict, source: str) -> None:
 
 
 def _check_budgets(budgets: dict, source: str) -> None:
-    from adv2.experiments.demo import KNOWN
-
     allowed = ("pgd", "stadv", *KNOWN)
     for key, v in budgets.items():
         if key not in allowed:
@@ -183,8 +186,6 @@ def _int(v, name: str, lo: int) -> int:
 
 
 def _check_model(spec, key: str, source: str):
-    import torchvision
-
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, dict):
@@ -215,8 +216,6 @@ def _check_model(spec, key: str, source: str):
 def _check_photos(data: dict, source: str) -> None:
     """``data.size`` and ``data.augment`` of the photos source (augment normalised to its name:
     ``false`` → none, ``true`` → mirror), and ``data.n`` at most the number of photographs."""
-    from adv2.data.photos import AUGMENTATIONS, photo_names
-
     _int(data.setdefault("size", 224), "data.size", 16)
     aug = data.setdefault("augment", "mirror")
     if isinstance(aug, bool) or aug is None:
@@ -232,9 +231,6 @@ def _check_photos(data: dict, source: str) -> None:
 
 
 def _check(cfg: dict, source: str) -> None:
-    from adv2.experiments.demo import ATTACKS, KNOWN
-    from adv2.experiments.targets import check_policy
-
     _check_model(cfg["model"], "model", source)
     data = cfg["data"]
     if data["name"] not in DATASETS:
@@ -246,8 +242,6 @@ def _check(cfg: dict, source: str) -> None:
     _int(data["n"], "data.n", 1)
     _int(data["seed"], "data.seed", 0)
     if data["name"] == "shapes":
-        from adv2.data.shapes import SPLITS
-
         if data.get("split", "test") not in SPLITS:
             raise ValueError(f"{source}: data.split must be one of {', '.join(sorted(SPLITS))}, got {data['split']!r}")
     elif data["name"] == "photos":
@@ -293,8 +287,6 @@ def _check(cfg: dict, source: str) -> None:
         raise ValueError(f"{source}: transfer.interpreters must be true or false, got {tr['interpreters']!r}")
     if not isinstance(tr["models"], list):
         raise ValueError(f"{source}: transfer.models must be a list of models, got {tr['models']!r}")
-    from adv2.experiments.sources import model_name
-
     seen = {model_name(cfg["model"])}
     for i, spec in enumerate(tr["models"]):
         _check_model(spec, f"transfer.models[{i}]", source)
@@ -320,8 +312,6 @@ def run_config(path: str | Path, out: str | Path | None = None, overrides: list[
     """``adv2 run``: load and validate the config (a file, or a shipped config by name), then run
     it into ``out`` (default ``runs/CONFIG-NAME``); returns the summary (``None`` for an
     unfinished shard)."""
-    from adv2.experiments.runner import run_experiment
-
     cfg = load_config(path, overrides)
     out = out if out is not None else Path("runs") / Path(path).stem
     return run_experiment(cfg, out, shard=shard, restart=restart, progress=progress, verbose=verbose)

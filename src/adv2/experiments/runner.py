@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,31 +19,32 @@ import yaml
 from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics
+from adv2._io import atomic_write_bytes, write_csv
 from adv2.attacks import ADV2, PGD, StAdv
+from adv2.data.selection import find_donors, select_examples, target_classes
 from adv2.experiments.batching import split_on_oom
-from adv2.experiments.demo import ATTACKS, evaluate_attack, iterations_of
-from adv2.experiments.sampling import target_classes
-from adv2.experiments.sources import build_data, build_model, find_donors, model_name, select_examples
+from adv2.experiments.budgets import ATTACKS, iterations_of
+from adv2.experiments.rows import TRANSFER_KEYS, evaluate_attack, transfer_rows, with_true_label
+from adv2.experiments.sources import build_data, build_model, model_name
 from adv2.experiments.store import (
     FLOW_KEYS,
     SUMMARY_KEYS,
     RunStore,
-    atomic_write_bytes,
     ci95,
     discard_run,
     env_info,
-    format_table,
-    markdown_table,
     parse_shard,
     summarize,
-    write_csv,
     write_run,
 )
 from adv2.experiments.targets import target_maps
-from adv2.report import maps_figure
+from adv2.models import EMBEDDED
+from adv2.report import build_report, format_table, maps_figure, markdown_table
 
-#: Columns of a transfer row (``transfer.csv``) and of its summary (``summary.json["transfer"]``).
-TRANSFER_KEYS = ("attack", "interpreter", "model", "measured_by", "n", "success_rate", "l1", "l2", "iou")
+#: Columns of the report's main table (``summary.json["columns"]["rows"]``; the flow attacks add
+#: :data:`~adv2.experiments.store.FLOW_KEYS`).
+REPORT_KEYS = ("attack", "interpreter", "n", "success_rate", "success_rate_quantized", "confidence", "l1", "l2",
+               "iou")
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -65,8 +67,6 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
 def _no_rts(name: str, spec) -> str:
     """The one-line refusal of ``rts`` / ``rts-aid`` for a model without a trained RTS network,
     naming what makes one."""
-    from adv2.models import EMBEDDED
-
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     cmd = "adv2 train-rts" if name == "rts" else "adv2 train-aid"
     label = model_name(spec)
@@ -203,6 +203,13 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
                           f"of {n}" + (": " + "; ".join(differ) if differ else ""))
         batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
         mine = [k for k in range(len(batches)) if k % n_shards == shard]
+        for k in mine:  # a stored batch that no longer reads back is run again
+            bad = store.damaged(k)
+            if bad is not None:
+                msg = f"{bad[0]} does not read back ({bad[1]}); recomputing batch {k}"
+                print(f"adv2: warning: {msg}", file=sys.stderr, flush=True)
+                store.log(f"warning: {msg}")
+                store.discard(k)
         todo = [k for k in mine if not store.done(k)]
         store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
                   f"({len(batches)} in all, batch size {batch_size})")
@@ -241,27 +248,6 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     finally:
         if dist is not None:
             torch.distributed.destroy_process_group()
-
-
-def _distances(m, ref) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return metrics.lp_distance(m, ref, p=1), metrics.lp_distance(m, ref, p=2), metrics.iou_test(m, ref)
-
-
-def _transfer_rows(attack, made_against, model, measured_by, success, m, ref, ids) -> list[dict]:
-    l1, l2, iou = _distances(m, ref)
-    return [{"index": int(i), "attack": attack, "interpreter": made_against, "model": model,
-             "measured_by": measured_by, "success": bool(success[j]), "l1": float(l1[j]), "l2": float(l2[j]),
-             "iou": float(iou[j])} for j, i in enumerate(ids)]
-
-
-def _with_true_label(row: dict, label: int) -> dict:
-    """``row`` with ``true_label`` (the data's own label) right after ``label`` (the benign class)."""
-    out = {}
-    for k, v in row.items():
-        out[k] = v
-        if k == "label":
-            out["true_label"] = int(label)
-    return out
 
 
 def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer, others, source,
@@ -313,7 +299,7 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
             new = evaluate_attack(a, name, res, target, ids, sec, x=x, labels=y, targets=ct,
                                   iterations=iterations_of(atk))
             if true is not None:
-                new = [_with_true_label(r, t) for r, t in zip(new, true.tolist(), strict=True)]
+                new = [with_true_label(r, t) for r, t in zip(new, true.tolist(), strict=True)]
             rows += new
             tensors[f"map_{a}_{name}"] = res.map.detach()
     if transfer.get("interpreters"):  # ADV² made against A, measured under every B (baselines ignore A)
@@ -322,7 +308,7 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
                 res = adv[(a, made)]
                 for name, g in interps.items():
                     m = res.map if name == made else g(res.x_adv, ct).detach()
-                    rows += _transfer_rows(a, made, source, name, res.success, m, targets[name], ids)
+                    rows += transfer_rows(a, made, source, name, res.success, m, targets[name], ids)
     for other, (net, o_interps) in others.items():  # made on the source model, measured on another
         with torch.no_grad():
             preds = {key: net(res.x_adv).argmax(1) for key, res in adv.items()}
@@ -332,7 +318,7 @@ def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, tra
             for a in attacks:
                 res = adv[(a, name)]
                 m = g(res.x_adv, ct).detach()
-                rows += _transfer_rows(a, name, other, name, preds[(a, name)] == ct, m, target, ids)
+                rows += transfer_rows(a, name, other, name, preds[(a, name)] == ct, m, target, ids)
     return rows, tensors
 
 
@@ -388,6 +374,9 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     if trows:
         summary["transfer"] = _summarize_transfer(trows, examples)
     summary["seconds"] = round(sum(e["seconds"] for e in examples), 1)
+    flow = FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ()
+    # the tables' columns travel with the results: the report reads them from the run directory
+    summary["columns"] = {"rows": [*REPORT_KEYS, *flow], "transfer": list(TRANSFER_KEYS)}
     try:  # the device the batches ran on (``auto`` resolved on this machine)
         device = str(resolve_device(config.get("device", "cpu")))
     except ValueError:
@@ -405,13 +394,11 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     what = "predicted" if "true_labels" in tensors else "true"
     maps_figure(tensors["x"], maps, out / "maps.png", labels=labels,
                 title=f"{summary['model']}: benign map and the maps under each attack (rows: {what} → target class)")
-    keys = SUMMARY_KEYS + (FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ())
+    keys = SUMMARY_KEYS + flow
     md = markdown_table(rows, keys) + "\n"
     if trows:
         md += "\n" + markdown_table(summary["transfer"], TRANSFER_KEYS) + "\n"
     atomic_write_bytes(out / "summary.md", md.encode())
-    from adv2.report import build_report
-
     report = build_report(out)
     store.log(f"results built from {len(examples)} rows; report {report.name}")
     if verbose:

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torchvision
 import yaml
-from safetensors.torch import load, save
+
+from adv2._io import (
+    DamagedFileError,
+    atomic_write_bytes,
+    json_problem,
+    read_safetensors,
+    safetensors_problem,
+    write_csv,
+    write_safetensors,
+)
+from adv2._version import __version__
+from adv2.report.tables import format_table, markdown_table
+
+__all__ = ["FLOW_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95", "discard_run",
+           "env_info", "format_table", "git_sha", "markdown_table", "parse_shard", "summarize", "write_csv",
+           "write_run"]
 
 SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1", "l2", "iou")
 #: Summary columns of the flow attacks (StAdv, ADV²-StAdv): mean |Δu|, |Δv| in pixels and ℓ_flow.
@@ -36,12 +49,8 @@ def git_sha() -> str | None:
 
 
 def env_info(seed: int, device: str | torch.device) -> dict:
-    import torchvision
-
-    import adv2
-
     return {
-        "adv2": adv2.__version__,
+        "adv2": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -115,59 +124,8 @@ def write_run(run_dir: str | Path, config: dict | None, env: dict, examples: lis
         write_csv(run_dir / "examples.csv", examples)
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     if tensors:
-        blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        atomic_write_bytes(run_dir / "tensors.safetensors", blob)
+        write_safetensors(run_dir / "tensors.safetensors", tensors)
     return run_dir
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """``rows`` (dicts with the keys of the first) as a CSV file, written atomically."""
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def format_table(rows: list[dict], keys=SUMMARY_KEYS) -> str:
-    """A fixed-width text table of summary rows."""
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return str(v)
-
-    cells = [[k for k in keys]] + [[fmt(r.get(k)) for k in keys] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
-    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(keys))) for c in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def markdown_table(rows: list[dict], keys=SUMMARY_KEYS) -> str:
-    def fmt(v):
-        return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-
-    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    out += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader (or a run killed mid-write) sees the old file or
-    the new one, never a part: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _normal(config: dict) -> dict:
@@ -211,14 +169,34 @@ class RunStore:
     def done(self, k: int) -> bool:
         return self._stem(k).with_suffix(".json").exists()
 
+    def damaged(self, k: int) -> tuple[Path, str] | None:
+        """For a finished batch ``k`` whose files no longer read back (truncated, edited): the file
+        and what is wrong with it; ``None`` when both read back (or the batch is not finished)."""
+        stem = self._stem(k)
+        if not self.done(k):
+            return None
+        for path, check in ((stem.with_suffix(".json"), json_problem),
+                            (stem.with_suffix(".safetensors"), safetensors_problem)):
+            problem = check(path)
+            if problem is not None:
+                return path, problem
+        return None
+
+    def discard(self, k: int) -> None:
+        """Forget batch ``k`` (its rows first: the batch is unfinished from that moment on)."""
+        stem = self._stem(k)
+        stem.with_suffix(".json").unlink(missing_ok=True)
+        stem.with_suffix(".safetensors").unlink(missing_ok=True)
+
     def save(self, k: int, rows: list[dict], tensors: dict[str, torch.Tensor]) -> None:
         stem = self._stem(k)
-        blob = save({n: t.detach().cpu().contiguous() for n, t in tensors.items()})
-        atomic_write_bytes(stem.with_suffix(".safetensors"), blob)
+        write_safetensors(stem.with_suffix(".safetensors"), tensors)
         atomic_write_bytes(stem.with_suffix(".json"), json.dumps(rows).encode())
 
     def load(self, n_batches: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
-        """All rows and the tensors of batches ``0 … n_batches − 1`` concatenated in batch order."""
+        """All rows and the tensors of batches ``0 … n_batches − 1`` concatenated in batch order.
+        A ``ValueError`` names the batches not finished yet, or the first file that does not read
+        back (:class:`~adv2._io.DamagedFileError`; rerunning the run's command recomputes it)."""
         missing = [k for k in range(n_batches) if not self.done(k)]
         if missing:
             raise ValueError(f"{self.dir}: batches {missing[:10]}{' …' if len(missing) > 10 else ''} of {n_batches} "
@@ -226,10 +204,21 @@ class RunStore:
         rows, parts = [], {}
         for k in range(n_batches):
             stem = self._stem(k)
-            rows += json.loads(stem.with_suffix(".json").read_text())
-            for name, t in load(stem.with_suffix(".safetensors").read_bytes()).items():
+            try:
+                rows += json.loads(stem.with_suffix(".json").read_text())
+                tensors = read_safetensors(stem.with_suffix(".safetensors"))
+            except DamagedFileError as e:
+                raise _damaged(e.path, e.reason, k) from None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise _damaged(stem.with_suffix(".json"), str(e), k) from None
+            for name, t in tensors.items():
                 parts.setdefault(name, []).append(t)
         return rows, {name: torch.cat(ts) for name, ts in parts.items()}
+
+
+def _damaged(path: Path, reason: str, k: int) -> DamagedFileError:
+    return DamagedFileError(path, reason, f"batch {k} must be recomputed: rerun the command that made the run (the "
+                                          f"shard that ran batch {k}), which redoes it, then merge again")
 
 
 def discard_run(run_dir: str | Path) -> None:

@@ -2,7 +2,7 @@
 
 - ``benign``: the benign map ``g(x; y)`` (the paper's default: the attack hides in plain sight);
 - ``other``: ``g(x'; c_t)``, the map of another image ``x'`` of the target class ``c_t``
-  (:func:`adv2.experiments.sources.find_donors`);
+  (:func:`adv2.data.selection.find_donors`);
 - ``shape``: a random circle or rotated rectangle per example (the paper's Q4), seeded by
   ``(seed, dataset index)``, :func:`shape_maps`;
 - a file path (``.png`` / ``.jpg`` greyscale, or ``.npy``): one map for every example.
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 POLICIES = ("benign", "other", "shape")
 MAP_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
@@ -66,8 +67,6 @@ def read_map(path: str | Path) -> torch.Tensor:
                 raise ValueError("expected a finite 2-D array")
             a = (a - a.min()) / max(float(a.max() - a.min()), 1e-12)
         else:
-            from PIL import Image
-
             a = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
     except (OSError, ValueError) as e:
         raise ValueError(f"target_map: cannot read {path}: {e}") from None

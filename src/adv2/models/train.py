@@ -1,4 +1,5 @@
-"""Training of the embedded models (reproduces the shipped weights from a seed)."""
+"""Training of the embedded models (reproduces the shipped weights from a seed), on the shared
+seeded, resumable loop of :mod:`adv2.models.training_loop`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
+from adv2._io import atomic_write_bytes, write_safetensors
 from adv2.data.shapes import NUM_CLASSES, shapes
 from adv2.models.normalized import Normalized
+from adv2.models.training_loop import GeneratorState, train_loop
 from adv2.models.zoo import ARCHS, SHAPES_MEAN, SHAPES_STD
 
 #: Training recipes of the embedded models (``adv2 train-zoo NAME`` uses these).
@@ -41,10 +42,29 @@ def accuracy(model, x, y, batch_size: int = 256) -> float:
     return correct / max(len(x), 1)
 
 
-def train_zoo(name: str, out: str | Path, seed: int = 0, progress: bool = True, **overrides) -> dict:
+class _Epochs:
+    """The zoo training's own state between steps: the epoch's permutation, its summed loss and
+    the per-epoch log (saved in the checkpoint with the network, optimiser, schedule and generator)."""
+
+    def __init__(self):
+        self.perm, self.total, self.log = torch.zeros(0, dtype=torch.long), 0.0, []
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "total": self.total, "log": self.log}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.total, self.log = state["perm"], float(state["total"]), list(state["log"])
+
+
+def train_zoo(name: str, out: str | Path, seed: int = 0, progress: bool = True, resume: bool = True,
+              stop_after: int | None = None, checkpoint_every: int = 50, **overrides) -> dict:
     """Train embedded model ``name`` from ``seed`` and write ``out/<name>.safetensors`` + ``.json``.
 
-    Returns the training record (recipe, seed, test accuracy, wall time).
+    Runs on the shared seeded, resumable loop (:func:`adv2.models.training_loop.train_loop`): a
+    checkpoint ``out/<name>.ckpt`` is written every ``checkpoint_every`` steps, and a rerun with
+    ``resume`` continues it to the same weights as an uninterrupted training (the checkpoint is
+    removed at the end). ``stop_after``: stop after that many steps (as if interrupted; for tests).
+    Returns the training record (recipe, seed, per-epoch loss and validation accuracy, wall time).
     """
     if name not in RECIPES:
         raise ValueError(f"unknown embedded model {name!r}; expected one of {sorted(RECIPES)}")
@@ -64,31 +84,44 @@ def train_zoo(name: str, out: str | Path, seed: int = 0, progress: bool = True, 
         opt, max_lr=recipe["lr"], total_steps=epochs * steps_per_epoch, pct_start=0.15
     )
     g = torch.Generator().manual_seed(seed)
-    log = []
-    for epoch in range(epochs):
+    ep = _Epochs()
+
+    def step(k: int) -> dict:
+        epoch, i = divmod(k, steps_per_epoch)
+        if i == 0:  # a new epoch: its order of the training images
+            ep.perm, ep.total = torch.randperm(len(x), generator=g), 0.0
         model.train()
-        perm = torch.randperm(len(x), generator=g)
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not progress)
-        tot = 0.0
-        for i in bar:
-            idx = perm[i * bs : (i + 1) * bs]
-            xb = _augment(x[idx], g)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=0.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item()
-            bar.set_postfix(loss=f"{tot / (i + 1):.3f}")
-        acc = accuracy(model, xv, yv)
-        log.append({"epoch": epoch + 1, "loss": tot / steps_per_epoch, "val_acc": acc})
-        if progress:
-            print(f"epoch {epoch + 1}: loss {tot / steps_per_epoch:.4f} val acc {acc:.4f}", flush=True)
-    model.eval()
+        idx = ep.perm[i * bs : (i + 1) * bs]
+        xb = _augment(x[idx], g)
+        loss = F.cross_entropy(model(xb), y[idx], label_smoothing=0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ep.total += loss.item()
+        if i + 1 == steps_per_epoch:
+            acc = accuracy(model, xv, yv)
+            ep.log.append({"epoch": epoch + 1, "loss": ep.total / steps_per_epoch, "val_acc": acc})
+            if progress:
+                print(f"epoch {epoch + 1}: loss {ep.total / steps_per_epoch:.4f} val acc {acc:.4f}", flush=True)
+        return {"loss": loss.item()}
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    save_file(state, str(out / f"{name}.safetensors"))
-    record = {"name": name, "seed": seed, "recipe": recipe, "train_seconds": round(time.time() - t0, 1), "log": log}
-    (out / f"{name}.json").write_text(json.dumps(record, indent=2))
+    ckpt = out / f"{name}.ckpt"
+    steps = epochs * steps_per_epoch
+    state = {"net": net, "opt": opt, "sched": sched, "generator": GeneratorState(g), "epochs": ep}
+    train_loop(step, steps, state=state, meta={"name": name, "recipe": recipe, "seed": seed}, ckpt=ckpt, resume=resume,
+               checkpoint_every=checkpoint_every, desc=f"train-zoo {name}", progress=progress, stop_after=stop_after,
+               log_every=None)
+    model.eval()
+    record = {"name": name, "seed": seed, "recipe": recipe, "train_seconds": round(time.time() - t0, 1),
+              "log": ep.log}
+    if len(ep.log) < epochs:  # stopped early (stop_after): the checkpoint stays for the next call
+        record["stopped"] = True
+        return record
+    weights = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    write_safetensors(out / f"{name}.safetensors", weights)
+    atomic_write_bytes(out / f"{name}.json", json.dumps(record, indent=2).encode())
+    ckpt.unlink(missing_ok=True)
     return record

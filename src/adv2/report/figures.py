@@ -1,4 +1,4 @@
-"""Figures: maps side by side, as the paper's Figure 17."""
+"""Figures: maps side by side (as the paper's Figure 17), transfer heatmaps, summary bars, the audit's curves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -71,8 +72,6 @@ def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: s
             vmin: float | None = None, vmax: float | None = None) -> Path:
     """Save ``matrix`` (a list of rows; ``None`` cells blank) as an annotated heatmap PNG
     (colour range ``vmin``…``vmax``, by default the data's)."""
-    import numpy as np
-
     a = np.array([[np.nan if v is None else float(v) for v in r] for r in matrix], dtype=float)
     fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.2, 0.6 * len(rows) + 1.4))
     im = ax.imshow(a, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
@@ -96,8 +95,6 @@ def heatmap(matrix, rows: list[str], cols: list[str], path: str | Path, title: s
 
 def summary_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """Bars of ``success_rate`` and ``l1`` per interpreter, one bar per attack (summary rows)."""
-    import numpy as np
-
     interps = list(dict.fromkeys(r["interpreter"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     by = {(r["attack"], r["interpreter"]): r for r in rows}
@@ -113,3 +110,32 @@ def summary_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
     axes[0].set_ylim(0, 1.05)
     axes[1].legend(fontsize=7)
     return _save(fig, path, title)
+
+
+AUDIT_LABELS = {"adv2": "ADV² (to benign map)", "manipulate": "manipulate (to another image's map)",
+                "fragility": "fragility (from benign map)"}
+
+
+def audit_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """``adv2 audit``: one panel per interpreter, L1 against ε for each objective and for random
+    noise (rows of ``audit.json``)."""
+    names = list(dict.fromkeys(r["interpreter"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rs = [r for r in rows if r["interpreter"] == name]
+        for obj in dict.fromkeys(r["objective"] for r in rs):
+            pts = [(r["eps"] * 255, r["l1"]) for r in rs if r["objective"] == obj and r["l1"] is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=AUDIT_LABELS.get(obj, obj))
+        rnd = sorted({(r["eps"] * 255, r["random_l1"]) for r in rs})
+        ax.plot(*zip(*rnd, strict=True), marker="x", linestyle="--", color="k", label="random noise (worst of draws)")
+        ax.set_xlabel("ε (×1/255)")
+        ax.set_ylabel("L1 between maps")
+        ax.set_title(_plain(name), fontsize=10)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(_plain(title), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -10,7 +10,9 @@ resource), ``report.md`` (the tables, linking the figures) and ``figures/*.png``
   by, L1 to the measuring interpreter's target map), when the run measured it;
 - ``transfer-models.png``: success rate on each other model, when the run measured it.
 
-Every string that comes from a config, a dataset or a run (class names, paths, model names) is
+The report reads the run directory only: the tables show the columns ``summary.json`` names
+(``columns``: ``rows``, ``transfer``), so it needs nothing of the code that made the run. Every
+string that comes from a config, a dataset or a run (class names, paths, model names) is
 HTML-escaped.
 """
 
@@ -23,11 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from adv2.experiments.store import FLOW_KEYS, atomic_write_bytes, markdown_table
+from adv2._io import atomic_write_bytes, read_safetensors
 from adv2.report.figures import heatmap, maps_figure, summary_figure
+from adv2.report.tables import markdown_table
 
-MAIN_KEYS = ("attack", "interpreter", "n", "success_rate", "success_rate_quantized", "confidence", "l1", "l2", "iou")
-TRANSFER_KEYS = ("attack", "interpreter", "model", "measured_by", "n", "success_rate", "l1", "l2", "iou")
+#: Keys of a summary row that are never a table column of their own (per-row details).
+_DETAIL = ("seconds",)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
@@ -79,26 +82,45 @@ def transfer_matrices(rows: list[dict], source: str) -> dict[str, tuple[list[str
     return out
 
 
+def _read(path: Path, parse):
+    """``parse`` of the text of ``path``; a ``ValueError`` naming the file when it does not read back."""
+    try:
+        return parse(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: damaged file ({' '.join(str(e).split())})") from None
+
+
+def columns(summary: dict, part: str = "rows") -> list[str]:
+    """The columns of the table of ``summary[part]`` (``rows`` or ``transfer``): those its
+    ``columns`` entry names; for a summary written before it had one, the keys of its rows in their
+    order, less the confidence intervals (``*_ci95``) and per-row details."""
+    named = (summary.get("columns") or {}).get(part)
+    if named:
+        return [str(k) for k in named]
+    rows = summary.get(part) or []
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return [k for k in keys if not k.endswith("_ci95") and k not in _DETAIL]
+
+
 def build_report(run_dir: str | Path, max_rows: int = 4) -> Path:
     """Write ``report.html``, ``report.md`` and ``figures/`` for the finished run in ``run_dir``;
-    return the HTML path. A ``ValueError`` when ``run_dir`` holds no finished run."""
-    from safetensors.torch import load_file
-
+    return the HTML path. A ``ValueError`` when ``run_dir`` holds no finished run, or names the
+    file of it that does not read back."""
     run = Path(run_dir)
     if not (run / "summary.json").is_file() or not (run / "config.yaml").is_file():
         raise ValueError(f"{run} holds no finished run (summary.json and config.yaml are built by `adv2 run`, "
                          f"`adv2 demo` or `adv2 merge`)")
-    summary = json.loads((run / "summary.json").read_text())
-    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    tensors = load_file(str(run / "tensors.safetensors")) if (run / "tensors.safetensors").is_file() else {}
-    env = json.loads((run / "env.json").read_text()) if (run / "env.json").is_file() else {}
+    summary = _read(run / "summary.json", json.loads)
+    config = _read(run / "config.yaml", yaml.safe_load) or {}
+    tensors = read_safetensors(run / "tensors.safetensors") if (run / "tensors.safetensors").is_file() else {}
+    env = _read(run / "env.json", json.loads) if (run / "env.json").is_file() else {}
     figs = run / "figures"
     figs.mkdir(exist_ok=True)
     rows, source = summary["rows"], summary.get("model", "")
     names = list(dict.fromkeys(r["interpreter"] for r in rows))
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     sections: list[tuple[str, str, str]] = []  # (title, html, markdown)
-    keys = MAIN_KEYS + (FLOW_KEYS if any(a in ("stadv", "adv2-stadv") for a in attacks) else ())
+    keys, transfer_keys = columns(summary, "rows"), columns(summary, "transfer")
 
     p = summary_figure(rows, figs / "summary.png", title=f"{source}: success rate and L1 to the target map")
     sections.append(("Summary", _table(rows, keys) + _img(p, "success rate and L1 per interpreter"),
@@ -137,8 +159,8 @@ def build_report(run_dir: str | Path, max_rows: int = 4) -> Path:
             parts_h.append(_img(p, "success rate on other models"))
             parts_m.append("![transfer across models](figures/transfer-models.png)")
         sections.append(("Transfer", "".join(parts_h) + "<details><summary>all transfer rows</summary>"
-                         + _table(trows, TRANSFER_KEYS) + "</details>",
-                         markdown_table(trows, TRANSFER_KEYS) + "\n\n" + "\n\n".join(parts_m)))
+                         + _table(trows, transfer_keys) + "</details>",
+                         markdown_table(trows, transfer_keys) + "\n\n" + "\n\n".join(parts_m)))
 
     if tensors:
         classes = config.get("classes") or []

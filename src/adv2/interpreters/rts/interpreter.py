@@ -1,4 +1,4 @@
-"""RTS: real-time saliency (Dabkowski & Gal, 2017), the model-guided interpreter.
+"""The RTS interpreter: real-time saliency (Dabkowski & Gal, 2017), the model-guided interpreter.
 
 A saliency *network* ``g(x; c)`` trained for one classifier gives, in a single forward pass,
 the keep-mask of class ``c``: the region that alone preserves the classifier's score for ``c``
@@ -22,104 +22,25 @@ class count; :class:`RTS` refuses a checkpoint made for another classifier with 
 Trained networks for the embedded models ship with the package: ``RTS.load("shapes-resnet")``,
 ``RTS.load("shapes-resnet", aid=True)`` (the AID-defended one, :mod:`adv2.defenses`), and
 ``adv2.interpreters.get("rts", model)`` finds the one made for an embedded ``model``.
-Training: :func:`adv2.interpreters.rts_training.train_rts` / ``adv2 train-rts``.
+Training: :func:`adv2.interpreters.rts.train_rts` / ``adv2 train-rts``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from adv2._validate import check_images, check_targets, model_call, num_classes_of
 from adv2.interpreters.base import Interpreter, MapTracker
-
-#: Input normalisation of every RTS network (its inputs are images in [0, 1]).
-RTS_MEAN, RTS_STD = 0.5, 0.25
-
-
-def tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """A short hash of named tensors, on float32 CPU copies in sorted key order."""
-    h = hashlib.sha256()
-    for k, v in sorted(tensors.items()):
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+from adv2.interpreters.rts.network import RTSNet, fingerprint, read_rts
+from adv2.models import EMBEDDED
+from adv2.models import load as load_model
 
 
-def fingerprint(model: nn.Module) -> str:
-    """A short hash of a classifier's weights and buffers (which classifier an RTS was made for).
-
-    Computed on float32 copies in sorted key order, so a model loaded from float16 weights has
-    the same fingerprint on every machine and device."""
-    return tensor_hash(model.state_dict())
-
-
-def _down(cin: int, cout: int) -> BasicBlock:
-    return BasicBlock(cin, cout, stride=2,
-                      downsample=nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout)))
-
-
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class _Up(nn.Module):
-    """×2 pixel-shuffle upsampling, concatenated with the encoder's skip, then a 3×3 conv block."""
-
-    def __init__(self, cin: int, cskip: int, cout: int):
-        super().__init__()
-        self.up = nn.Sequential(nn.Conv2d(cin, 4 * cout, 1, bias=False), nn.PixelShuffle(2))
-        self.fuse = _conv_bn_relu(cout + cskip, cout)
-
-    def forward(self, z, skip):
-        return self.fuse(torch.cat([self.up(z), skip], 1))
-
-
-class RTSNet(nn.Module):
-    """The saliency network: ``forward(x, c) -> (mask (N, 1, H/4, W/4) in [0, 1], head logits (N, K))``.
-
-    ``x`` ``(N, 3, H, W)`` in ``[0, 1]`` with ``H, W`` multiples of 16; ``c`` ``(N,)`` classes.
-    ``width`` sets the channel counts (``w, w, 2w, 4w, 8w`` down the encoder)."""
-
-    def __init__(self, num_classes: int, width: int = 16):
-        super().__init__()
-        w = width
-        self.num_classes, self.width = num_classes, width
-        self.stem = _conv_bn_relu(3, w)  # H
-        self.enc1 = _down(w, w)  # H/2
-        self.enc2 = _down(w, 2 * w)  # H/4
-        self.enc3 = _down(2 * w, 4 * w)  # H/8
-        self.enc4 = _down(4 * w, 8 * w)  # H/16
-        self.head = nn.Linear(8 * w, num_classes)
-        self.embedding = nn.Embedding(num_classes, 8 * w)
-        nn.init.normal_(self.embedding.weight, 0.0, 1.0)
-        self.dec3 = _Up(8 * w, 4 * w, 4 * w)  # H/8
-        self.dec2 = _Up(4 * w, 2 * w, 2 * w)  # H/4
-        self.out = nn.Conv2d(2 * w, 2, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.stem((x - RTS_MEAN) / RTS_STD)
-        s2 = self.enc2(self.enc1(z))
-        s3 = self.enc3(s2)
-        s4 = self.enc4(s3)
-        logits = self.head(s4.mean((2, 3)))
-        gate = torch.sigmoid(self.embedding(c) - 1.0)[:, :, None, None]
-        u = self.dec2(self.dec3(s4 * gate, s3), s2)
-        ab = self.out(u).abs()
-        mask = ab[:, :1] / (ab[:, :1] + ab[:, 1:] + 1e-6)
-        return mask, logits
-
-
-# ---------------------------------------------------------------------------- checkpoints
 def weights_dir() -> Path:
     """Folder of the shipped RTS networks (package data)."""
     return Path(str(resources.files("adv2.interpreters") / "weights"))
@@ -128,35 +49,6 @@ def weights_dir() -> Path:
 def shipped_path(name: str, aid: bool = False) -> Path:
     """Path of the shipped RTS network for embedded model ``name`` (``aid``: the AID-trained one)."""
     return weights_dir() / f"{'rts-aid' if aid else 'rts'}-{name}.safetensors"
-
-
-def save_rts(net: RTSNet, path: str | Path, model: nn.Module | None = None, classifier: str = "", **meta) -> Path:
-    """Write ``net`` to a safetensors file whose metadata names the classifier it explains
-    (its :func:`fingerprint`), the class count and the width (plus any extra ``meta``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"format": "adv2-rts", "num_classes": str(net.num_classes), "width": str(net.width),
-            "classifier": classifier, "fingerprint": fingerprint(model) if model is not None else "",
-            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}}
-    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata=info)
-    return path
-
-
-def read_rts(path: str | Path) -> tuple[dict, dict]:
-    """``(state_dict, metadata)`` of an RTS safetensors file; ``ValueError`` if it is not one."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"RTS checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 — safe_open has no iterator
-    except Exception as e:  # noqa: BLE001 — any unreadable file is reported the same way
-        raise ValueError(f"cannot read RTS checkpoint {path}: {e}") from e
-    if meta.get("format") != "adv2-rts":
-        raise ValueError(f"{path} is not an adv2 RTS checkpoint (no 'format: adv2-rts' metadata)")
-    return state, meta
 
 
 class RTS(Interpreter):
@@ -227,14 +119,12 @@ class RTS(Interpreter):
         """The RTS network for embedded model ``name`` (``"shapes-resnet"``, ``"shapes-densenet"``;
         the classifier is loaded too unless ``model`` is given), or a checkpoint file ``name``
         for ``model``. ``aid=True``: the AID-trained network."""
-        from adv2.models import EMBEDDED, load
-
         if str(name) in EMBEDDED:
             path = shipped_path(str(name), aid)
             if not path.exists():
                 raise ValueError(f"the shipped RTS network {path.name} is missing; reproduce it with "
                                  f"`adv2 {'train-aid' if aid else 'train-rts'} --model {name}`")
-            return cls(model if model is not None else load(str(name)), checkpoint=path, aid=aid)
+            return cls(model if model is not None else load_model(str(name)), checkpoint=path, aid=aid)
         if model is None:
             raise ValueError(f"{name!r} is not an embedded model name; to load a checkpoint file pass the "
                              f"classifier it was trained for: RTS.load(path, model)")
@@ -264,6 +154,11 @@ class RTS(Interpreter):
         return self.net(x, target)[0]
 
     def tracker(self, lam_enc: float = 0.1, **options) -> MapTracker:
+        """The ADV² loop's view of RTS (:class:`RTSTracker`): ``lam_enc`` weighs the encoder-head term
+        (the paper's λ₂ = 0.1). Other options belong to other interpreters and are refused."""
+        if options:
+            raise ValueError(f"the {self.name} interpreter's tracker takes lam_enc only, got {sorted(options)} "
+                             "(n_step, n_reset, n_seeds, mask_loss are MASK's)")
         return RTSTracker(self, lam_enc)
 
     def __repr__(self):
@@ -278,6 +173,8 @@ class RTSTracker(MapTracker):
 
     def __init__(self, interpreter: RTS, lam_enc: float = 0.1):
         super().__init__(interpreter)
+        if not isinstance(lam_enc, (int, float)) or isinstance(lam_enc, bool) or not 0 <= lam_enc < float("inf"):
+            raise ValueError(f"lam_enc must be a non-negative number, got {lam_enc!r}")
         self.lam_enc = lam_enc
 
     def __call__(self, ctx, x_adv, t, last):
