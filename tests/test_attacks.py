@@ -243,11 +243,11 @@ def test_decayed_schedules_against_hand_values(resnet_model):
 
     atk = ADV2(resnet_model, CAM(resnet_model), steps=11, alpha=0.03)  # the L∞ step: cosine by default
     old = [0.003 + 0.5 * (0.03 - 0.003) * (1 + math.cos(math.pi * t / 10)) for t in (0, 5, 10)]
-    assert [atk.alpha_at(t) for t in (0, 5, 10)] == old
+    assert [atk.perturbation.alpha_at(t, atk.steps) for t in (0, 5, 10)] == old
 
 
 def test_adapt_scale_against_hand_values():
-    from adv2.attacks.adv2 import LAM_SCALE_RANGE, adapt_scale
+    from adv2.attacks.objectives import LAM_SCALE_RANGE, adapt_scale
 
     scale = torch.tensor([1.0, 1.0, 2.0, 1e6, 1e-3])
     held = torch.tensor([True, False, True, True, False])

@@ -112,7 +112,7 @@ def test_rts_refusal_names_the_command_for_an_embedded_model():
     from adv2.experiments.runner import _no_rts
 
     assert _no_rts("rts", "shapes-resnet").endswith("make one with `adv2 train-rts --model shapes-resnet`")
-    assert "adv2.interpreters.rts_training.train_rts" in _no_rts("rts", {"name": "shapes-resnet",
+    assert "adv2.interpreters.rts.train_rts" in _no_rts("rts", {"name": "shapes-resnet",
                                                                          "weights": "other.pth"})
 
 

@@ -9,8 +9,7 @@ import adv2
 from adv2.attacks import ADV2
 from adv2.defenses import aid
 from adv2.interpreters import RTS, RTSNet, get
-from adv2.interpreters.rts import fingerprint, read_rts, save_rts, shipped_path
-from adv2.interpreters.rts_training import RECIPE, rts_loss, train_rts
+from adv2.interpreters.rts import RECIPE, fingerprint, read_rts, rts_loss, save_rts, shipped_path, train_rts
 
 EPS = 0.031
 TINY = dict(width=4, batch_size=8, steps=6, checkpoint_every=3)

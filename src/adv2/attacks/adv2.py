@@ -18,24 +18,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adv2._validate import (
-    check_images,
-    check_maps,
-    check_targets,
-    model_call,
-    num_classes_of,
-)
-from adv2.attacks.objectives import (
-    LAM_ADAPT_DOWN,
-    LAM_SCALE_RANGE,
-    MEASURES,
-    Fragility,
-    Hide,
-    Manipulate,
-    Objective,
-    adapt_scale,
-)
+from adv2._validate import check_images, check_maps, check_targets, model_call, num_classes_of
 from adv2.attacks.objectives import OBJECTIVES as _OBJECTIVES
+from adv2.attacks.objectives import Fragility, Hide, Manipulate, Objective, adapt_scale
 from adv2.attacks.perturbations import SCHEDULES as ALPHA_SCHEDULES
 from adv2.attacks.perturbations import Flow, Linf, LinfSearch, Perturbation, decayed
 from adv2.attacks.pgd import quantize
@@ -43,9 +28,8 @@ from adv2.attacks.result import AttackResult, finish
 from adv2.interpreters.base import MapTracker
 from adv2.interpreters.paper import FLOW_DEFAULTS, PAPER_DEFAULTS
 
-__all__ = ["ADV2", "ALPHA_SCHEDULES", "FLAT_KEYS", "FLOW_DEFAULTS", "LAM_ADAPT_DOWN", "LAM_SCALE_RANGE", "MEASURES",
-           "OBJECTIVES", "PAPER_DEFAULTS", "PERTURBATIONS", "STEP_RULES", "AttackContext", "adapt_scale", "decayed",
-           "resize_map"]
+__all__ = ["ADV2", "ALPHA_SCHEDULES", "FLAT_KEYS", "FLOW_DEFAULTS", "OBJECTIVES", "PAPER_DEFAULTS", "PERTURBATIONS",
+           "STEP_RULES", "AttackContext", "decayed", "resize_map"]
 
 PERTURBATIONS = ("linf", "flow")
 #: What the loop optimises (the audit's names, :data:`adv2.attacks.objectives.OBJECTIVES`).

@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from adv2.attacks.settings import Settings
 from adv2.metrics import topk_mask
 
 #: λ schedules over the joint iterations: ramp from ``lam`` to ``2·lam`` (the authors'), or fixed.
@@ -51,7 +52,7 @@ def _center(m: torch.Tensor) -> torch.Tensor:
     return torch.stack([(m.sum(3)[:, 0] * rows).sum(1), (m.sum(2)[:, 0] * cols).sum(1)], 1) / mass[:, None]
 
 
-class Objective:
+class Objective(Settings):
     """Base: λ, its schedule and its per-example adaptation; subclasses define the two losses.
 
     ``lam``: weight of the map term on the per-pixel mean (``None``: the interpreter's row);
@@ -75,10 +76,6 @@ class Objective:
     def settings(self) -> dict:
         return {"lam": self.lam, "lam_schedule": self.lam_schedule, "lam_adapt": self.lam_adapt}
 
-    def replace(self, **changes) -> Objective:
-        """A copy with ``changes`` applied (validated like the constructor)."""
-        return type(self)(**{**self.settings(), **changes})
-
     def lam_at(self, t: int, steps: int) -> float:
         """λ at joint iteration ``t`` (0-based) of ``steps``."""
         if self.lam_schedule == "constant" or steps <= 1:
@@ -95,16 +92,6 @@ class Objective:
         if p_benign is None:
             return F.cross_entropy(logits, target_class, reduction="none")
         return F.cross_entropy(logits, p_benign, reduction="none")
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.settings() == other.settings()
-
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted((k, repr(v)) for k, v in self.settings().items()))))
-
-    def __repr__(self):
-        body = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({body})"
 
 
 class Hide(Objective):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from adv2._validate import check_eps, check_positive
 from adv2.attacks.flow import flow_loss, warp_unchecked
 from adv2.attacks.pgd import pgd_step
+from adv2.attacks.settings import Settings
 from adv2.attacks.steps import SearchStep, SignStep
 
 #: Step-size and learning-rate schedules over the joint iterations.
@@ -53,7 +54,7 @@ def _check_count(v, name: str, lo: int) -> int:
     return v
 
 
-class Perturbation:
+class Perturbation(Settings):
     """Base class: ``name`` (``"linf"`` or ``"flow"``), ``eps`` (``None`` for no ε-ball)."""
 
     name = ""
@@ -62,24 +63,6 @@ class Perturbation:
     def begin(self, model, x: torch.Tensor, steps: int):
         """The per-call state for ``steps`` joint iterations on clean images ``x`` ``(N, 3, H, W)``."""
         raise NotImplementedError
-
-    def settings(self) -> dict:
-        """Every setting that changes results (for ``repr`` and run records)."""
-        raise NotImplementedError
-
-    def replace(self, **changes) -> Perturbation:
-        """A copy with ``changes`` applied (validated like the constructor)."""
-        return type(self)(**{**self.settings(), **changes})
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.settings() == other.settings()
-
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted((k, repr(v)) for k, v in self.settings().items()))))
-
-    def __repr__(self):
-        body = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({body})"
 
 
 class Linf(Perturbation):
@@ -101,8 +84,12 @@ class Linf(Perturbation):
     def settings(self) -> dict:
         return {"eps": self.eps, "alpha": self.alpha, "schedule": self.schedule}
 
+    def alpha_at(self, t: int, steps: int) -> float:
+        """The step at joint iteration ``t`` of ``steps``."""
+        return decayed(self.alpha, t, steps, self.schedule)
+
     def rule(self, model, steps: int):
-        return SignStep(lambda t: decayed(self.alpha, t, steps, self.schedule))
+        return SignStep(lambda t: self.alpha_at(t, steps))
 
     def begin(self, model, x, steps):
         return _BoxRun(model, self, self.rule(model, steps))

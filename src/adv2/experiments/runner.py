@@ -72,7 +72,7 @@ def _no_rts(name: str, spec) -> str:
     label = model_name(spec)
     if spec["name"] in EMBEDDED and not spec.get("weights"):
         return f"interpreter {name}: no trained RTS network for {label}; make one with `{cmd} --model {label}`"
-    call = ("adv2.interpreters.rts_training.train_rts(model, x, y, out=DIR, name=NAME)" if name == "rts" else
+    call = ("adv2.interpreters.rts.train_rts(model, x, y, out=DIR, name=NAME)" if name == "rts" else
             "adv2.defenses.aid(model, rts, out=DIR, name=NAME)")
     stem = "rts" if name == "rts" else "rts-aid"
     return (f"interpreter {name}: no trained RTS network for {label} (`{cmd} --model M` makes them for the embedded "

@@ -1,17 +1,8 @@
 """The RTS interpreter: real-time saliency (Dabkowski & Gal, 2017), the model-guided interpreter.
 
-A saliency *network* ``g(x; c)`` trained for one classifier gives, in a single forward pass,
-the keep-mask of class ``c``: the region that alone preserves the classifier's score for ``c``
-and whose removal destroys it. :class:`RTSNet` has three parts, built from torchvision's
-``BasicBlock`` and ``PixelShuffle``:
-
-- **encoder**: a residual CNN (stem at full resolution, then four stride-2 ``BasicBlock`` s:
-  ``H → H/2 → H/4 → H/8 → H/16``) with its own small classification head (global average
-  pooling + linear) trained alongside to recognise the classifier's classes;
-- **class selector**: an embedding of the class ``c`` gates the deepest features channel-wise,
-  ``s4 ⊙ σ(E[c] − 1)``: a class the image does not show turns the features, and so the mask, off;
-- **decoder**: U-Net-like, pixel-shuffle upsampling with skip connections from the encoder
-  (``H/16 → H/8 → H/4``), ending in two channels ``a, b`` and the mask ``|a| / (|a| + |b|)``.
+A saliency *network* ``g(x; c)`` trained for one classifier (:class:`~adv2.interpreters.rts.network.RTSNet`:
+encoder, class selector, decoder) gives, in a single forward pass, the keep-mask of class ``c``:
+the region that alone preserves the classifier's score for ``c`` and whose removal destroys it.
 
 The map is the mask itself, ``(N, 1, H/4, W/4)`` in ``[0, 1]`` (16×16 for the embedded 64×64
 models; the paper's 56×56 at 224×224), high where the class evidence is. It is *not* min–max
