@@ -3,14 +3,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test test-all wheel-check lint bench clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]'
+# constraints.txt pins the torch/torchvision this project is tested with; pyproject.toml states the range
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,8 +24,25 @@ chromium:
 	  ( $$SUDO apt-get install -y -q chromium || ( $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium ) ) \
 	    >/dev/null 2>&1 || echo "note: could not install chromium; the report's browser test will be skipped"; }
 
-test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+# the fast suite (a few minutes): everything but the tests marked slow
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+# everything, slow tests included (quality runs, subprocess CLI, torchrun, resume, browser): CI runs this
+test-all: $(STAMP) chromium
+	$(BIN)/python -m pytest -q --durations=15
+
+# the built wheel, installed with its dependencies into a fresh venv (needs a package index for torch & co.),
+# runs from outside the repository
+WHEEL_CHECK := build/wheel-check
+wheel-check: $(STAMP)
+	rm -rf $(WHEEL_CHECK)
+	$(BIN)/python -m build --wheel --outdir $(WHEEL_CHECK)/dist .
+	$(PY) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/pip install -q -c constraints.txt $(WHEEL_CHECK)/dist/adv2-*.whl
+	cd $(WHEEL_CHECK) && venv/bin/python -c "import adv2, sys; p = adv2.__file__; print(p); sys.exit(not p.startswith('$(CURDIR)/$(WHEEL_CHECK)/venv/'))"
+	cd $(WHEEL_CHECK) && venv/bin/adv2 list
+	cd $(WHEEL_CHECK) && venv/bin/adv2 demo --fast --n 2 --out run --no-progress
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,6 +1,7 @@
 """The ``adv2`` command line: end-to-end runs and clean errors."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -16,6 +17,24 @@ from adv2.experiments.store import SUMMARY_KEYS
 
 def run_cli(*args, timeout=900):
     return subprocess.run([sys.executable, "-m", "adv2", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def cli_exit_code(args, limit_s=60):
+    """``main``'s exit code: returned for the errors it reports, raised (SystemExit) by argparse. A bad
+    input must be refused before any work: past ``limit_s`` the call fails instead of running a whole demo."""
+
+    def too_slow(signum, frame):
+        raise TimeoutError(f"adv2 {' '.join(args)} still running after {limit_s} s: the input was not refused")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(limit_s)
+    try:
+        return main(list(args))
+    except SystemExit as e:
+        return e.code
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_list(capsys):
@@ -59,11 +78,18 @@ def test_list(capsys):
         (["eval-aid", "--n", "0"], "n must be a positive integer"),
     ],
 )
-def test_bad_input_exits_nonzero_without_traceback(args, match):
-    p = run_cli(*args, timeout=120)
-    assert p.returncode != 0
-    assert match in p.stderr
-    assert "Traceback" not in p.stderr
+def test_bad_input_exits_2_with_a_message_naming_the_problem(args, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # whatever a run would write lands here
+    assert cli_exit_code(args) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_bad_input_in_a_real_process_prints_no_traceback():
+    """The one subprocess error check: the installed entry point, not just ``main``, ends cleanly."""
+    p = run_cli("demo", "--eps", "2", timeout=120)
+    assert p.returncode == 2
+    assert "eps must be in (0, 1]" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +53,6 @@ def write_resnet(path: Path, num_classes: int, bias=None) -> Path:
 def write_config(path: Path, **cfg) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
-
-
-def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "adv2", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +119,7 @@ def test_folder_sampling_is_class_balanced_seeded_and_batch_free(tmp_path):
     ("classes", "the model has 1000 outputs, but the data"),
     ("cuda", "CUDA is not available"),
 ])
-def test_user_mistakes_give_one_clear_line_and_exit_code_2(tmp_path, case, match):
+def test_user_mistakes_give_one_clear_line_and_exit_code_2(tmp_path, case, match, capsys):
     if case == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     root = tmp_path / "images"
@@ -139,10 +134,10 @@ def test_user_mistakes_give_one_clear_line_and_exit_code_2(tmp_path, case, match
         model, data = "resnet18", {**data, "labels": "sorted"}
     cfg = write_config(tmp_path / "c.yaml", model=model, data=data, interpreters=["grad"], attacks=["pgd"],
                        device="cuda" if case == "cuda" else "cpu")
-    p = run_cli("run", str(cfg), "--out", str(tmp_path / "out"), "--no-progress")
-    assert p.returncode == 2, p.stderr
-    assert re.search(match, p.stderr), p.stderr
-    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_shape_targets_are_seeded_shapes_in_range():
@@ -246,6 +241,7 @@ CHECK = """<script>window.addEventListener('load', () => {
 });</script></body>"""
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(user_run, tmp_path):
     """Every image of the page loads (they are embedded), the page is not blank, and user strings
     (class names with HTML characters) are escaped."""

@@ -116,6 +116,7 @@ def test_rts_refusal_names_the_command_for_an_embedded_model():
                                                                          "weights": "other.pth"})
 
 
+@pytest.mark.slow
 def test_tiny_run_of_the_shipped_config(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "imagenet-photos", "--out", str(out), *TINY]) == 0
@@ -138,6 +139,7 @@ def test_tiny_run_of_the_shipped_config(tmp_path):
     assert "tiger cat" in (out / "log.txt").read_text()  # the prediction that differs from the label
 
 
+@pytest.mark.slow
 def test_tiny_audit_on_the_photographs(tmp_path):
     from adv2.experiments.audit import run_audit
 

@@ -42,6 +42,7 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_killed_at_any_moment_then_rerun_gives_the_uninterrupted_results(reference, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "adv2", "demo", "--out", str(out), *TINY]
@@ -60,6 +61,7 @@ def test_killed_at_any_moment_then_rerun_gives_the_uninterrupted_results(referen
     same_results(out, reference)
 
 
+@pytest.mark.slow
 def test_two_shards_and_merge_give_the_single_run_results(reference, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out), "--shard", "1/2", *TINY]) == 0
@@ -73,6 +75,7 @@ def test_two_shards_and_merge_give_the_single_run_results(reference, tmp_path, c
     same_results(out, reference)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_recomputed_and_a_changed_config_is_refused(reference, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out), *TINY]) == 0
@@ -116,6 +119,7 @@ def test_store_writes_batches_atomically_and_names_missing_ones(tmp_path):
         RunStore(tmp_path, {"a": [1, 3], "b": 1})
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process(tmp_path):
     """``torchrun --nproc_per_node 2 -m adv2 demo``: gloo on CPU, rank r runs shard r/2, rank 0
     builds the results; per example identical to one process (both with one thread each)."""

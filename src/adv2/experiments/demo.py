@@ -17,6 +17,7 @@ from adv2.experiments.budgets import ATTACKS, BASELINES, BUDGETS, INTERPRETERS, 
 from adv2.experiments.config import packaged_config, resolve
 from adv2.experiments.rows import evaluate_attack
 from adv2.experiments.runner import finish_run, run_experiment
+from adv2.experiments.sources import model_name, model_spec
 from adv2.experiments.store import parse_shard
 
 __all__ = ["ATTACKS", "BASELINES", "BUDGETS", "INTERPRETERS", "KNOWN", "apply_overrides", "evaluate_attack",
@@ -27,7 +28,7 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
              seed: int = 0, batch_size: int = 32, interpreter_names=INTERPRETERS, eps: float = 0.031,
              alpha: float = 1 / 255, budgets: dict | None = None, overrides: list[str] | None = None,
              attacks=ATTACKS, shard: str | None = None, restart: bool = False, progress: bool = True,
-             verbose: bool = True) -> dict | None:
+             verbose: bool = True, weights: str | Path | None = None) -> dict | None:
     """Run the ``attacks`` (default all of :data:`ATTACKS`: PGD, ADV², StAdv, StAdv-based ADV²)
     against each interpreter on ``n`` correctly classified test images of an embedded model;
     write the run directory ``out`` and return the summary dict.
@@ -42,7 +43,10 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     ``restart=True`` discards what ``out`` holds of an earlier run first.
 
     ``budgets`` replaces the attack budgets (:data:`BUDGETS`); ``overrides`` sets single
-    entries of them (``["mask.n_step=2", "grad.flow.steps=100"]``, see :func:`apply_overrides`)."""
+    entries of them (``["mask.n_step=2", "grad.flow.steps=100"]``, see :func:`apply_overrides`).
+
+    ``model``: an embedded model, or your own 10-class shapes classifier as a factory
+    ``package.module:function`` (with its state dict ``weights``; see :func:`adv2.models.from_factory`)."""
     budget = apply_overrides(copy.deepcopy(budgets or BUDGETS["fast" if fast else "default"]), overrides or [])
     n = n if n is not None else budget["n"]
     if not isinstance(n, int) or n < 1:
@@ -60,14 +64,17 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     for name in interpreter_names:
         if name not in interpreters.REGISTRY:
             raise ValueError(f"unknown interpreter {name!r}; expected one of {sorted(interpreters.REGISTRY)}")
-    if model not in models.EMBEDDED:  # the demo's data is the embedded shapes benchmark
+    if model not in models.EMBEDDED and not models.is_factory_ref(model):  # the demo's data is the shapes benchmark
         hint = "" if not isinstance(model, str) or "shapes" in model else (
             "; for your own classifier and images write a config for `adv2 run` (model: {name, weights}, "
             "data: {name: folder, root}) or use the Python API (adv2.attacks.ADV2)")
-        raise ValueError(f"adv2 demo runs on the embedded models ({', '.join(models.EMBEDDED)}), got {model!r}{hint}")
+        raise ValueError(f"adv2 demo runs on the embedded models ({', '.join(models.EMBEDDED)}) or your own shapes "
+                         f"classifier (package.module:function), got {model!r}{hint}")
     raw = yaml.safe_load(packaged_config("demo").read_text())
-    raw.update(model=model, data={"name": "shapes", "n": n, "seed": seed}, batch_size=batch_size, eps=eps,
+    spec = model if weights is None else model_spec(model, weights)
+    raw.update(model=spec, data={"name": "shapes", "n": n, "seed": seed}, batch_size=batch_size, eps=eps,
                alpha=alpha, interpreters=list(interpreter_names), attacks=list(attacks), budgets=budget)
     cfg = resolve(raw, source="adv2 demo")
-    out = Path(out) if out is not None else Path("runs") / f"demo-{model}{'-fast' if fast else ''}"
+    label = model_name(spec).replace(":", "-")
+    out = Path(out) if out is not None else Path("runs") / f"demo-{label}{'-fast' if fast else ''}"
     return run_experiment(cfg, out, shard=shard, restart=restart, progress=progress, verbose=verbose)

@@ -4,14 +4,25 @@
 the examples, runs every attack against every interpreter batch by batch into a
 :class:`~adv2.experiments.store.RunStore` (resumable, shardable, ``torchrun``-aware) and builds
 the results with :func:`finish_run` (also ``adv2 merge``).
+
+Inside a batch the work is a list of cells (:func:`_plan`: each baseline attack, then per
+interpreter its maps and each ADV² attack against it, then the transfer measurements). A finished
+cell is stored at once (:meth:`~adv2.experiments.store.RunStore.save_cell`) and a rerun reads it
+back instead of running it again; each cell starts from the global torch generator seeded by
+``(seed, batch, cell)`` (:func:`~adv2.experiments.batching.cell_seed`), so a resumed batch equals an
+uninterrupted one. The progress bar (:class:`~adv2.experiments.batching.RunProgress`) advances with
+the model's forward passes and ``log.txt`` gets a line per finished cell.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,14 +32,23 @@ from tqdm.auto import tqdm
 from adv2 import interpreters, metrics
 from adv2._io import atomic_write_bytes, write_csv
 from adv2.attacks import ADV2, PGD, StAdv
+from adv2.attacks.result import AttackResult
 from adv2.data.selection import find_donors, select_examples, target_classes
-from adv2.experiments.batching import split_on_oom
+from adv2.experiments.batching import RunProgress, cell_seed, split_on_oom
 from adv2.experiments.budgets import ATTACKS, iterations_of
 from adv2.experiments.rows import TRANSFER_KEYS, evaluate_attack, transfer_rows, with_true_label
-from adv2.experiments.sources import build_data, build_model, model_name
+from adv2.experiments.sources import (
+    build_data,
+    build_model,
+    data_size,
+    model_for_run,
+    model_name,
+    user_model_in_eval_mode,
+)
 from adv2.experiments.store import (
     FLOW_KEYS,
     SUMMARY_KEYS,
+    DamagedFileError,
     RunStore,
     ci95,
     discard_run,
@@ -38,7 +58,7 @@ from adv2.experiments.store import (
     write_run,
 )
 from adv2.experiments.targets import target_maps
-from adv2.models import EMBEDDED
+from adv2.models import EMBEDDED, model_identity
 from adv2.report import build_report, format_table, maps_figure, markdown_table
 
 #: Columns of the report's main table (``summary.json["columns"]["rows"]``; the flow attacks add
@@ -70,7 +90,7 @@ def _no_rts(name: str, spec) -> str:
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     cmd = "adv2 train-rts" if name == "rts" else "adv2 train-aid"
     label = model_name(spec)
-    if spec["name"] in EMBEDDED and not spec.get("weights"):
+    if spec.get("name") in EMBEDDED and not spec.get("weights"):
         return f"interpreter {name}: no trained RTS network for {label}; make one with `{cmd} --model {label}`"
     call = ("adv2.interpreters.rts.train_rts(model, x, y, out=DIR, name=NAME)" if name == "rts" else
             "adv2.defenses.aid(model, rts, out=DIR, name=NAME)")
@@ -103,8 +123,10 @@ def _torchrun() -> tuple[int, int] | None:
     return int(os.environ["RANK"]), world
 
 
+@user_model_in_eval_mode
 def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart: bool = False,
-                   progress: bool = True, verbose: bool = True) -> dict | None:
+                   progress: bool = True, verbose: bool = True, *, model: torch.nn.Module | None = None,
+                   label: str | None = None) -> dict | None:
     """Run a resolved config into the run directory ``out`` and return the summary (``None`` for
     a shard or rank that does not build the results).
 
@@ -112,7 +134,20 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     an uninterrupted run. ``shard="i/N"`` runs batches ``k ≡ i (mod N)``; the last shard to finish
     or :func:`finish_run` (``adv2 merge``) builds the results. Under ``torchrun`` (``RANK`` /
     ``WORLD_SIZE``, no ``shard``) rank r runs shard r/K over gloo and rank 0 builds the results.
-    ``restart=True`` first discards what ``out`` holds of an earlier run."""
+    ``restart=True`` first discards what ``out`` holds of an earlier run.
+
+    ``model``: the classifier to attack instead of the config's ``model`` — your own ``nn.Module``
+    taking ``[0, 1]`` images (or already :class:`~adv2.models.Normalized`), on its own device, run in
+    eval mode (its modes restored afterwards); ``label`` names it in the run directory and the report
+    (default: its class name). Any config runs on it: ``run_experiment(load_config("q1"), out,
+    model=net, label="mynet")``, or by name ``adv2.experiments.config.run_config("q1", out, model=net)``.
+    The run directory records the model's identity (``model.json``: label, class, SHA-256 of its
+    parameters and buffers); resuming it with another model or other weights is a ``ValueError``
+    that says which differs, and nothing is overwritten."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"run_experiment takes a resolved config (adv2.experiments.config.load_config(...)), got "
+                         f"{type(cfg).__name__}; for a config file or a shipped config by name call "
+                         "adv2.experiments.config.run_config(CONFIG, out, model=..., label=...)")
     cfg = copy.deepcopy(cfg)
     shard_spec = shard
     shard, n_shards = parse_shard(shard)
@@ -132,7 +167,9 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     seed, policy = cfg["data"]["seed"], cfg.get("target_map", "benign")
 
     # build everything before any work, so that bad settings fail at once
-    net = build_model(cfg["model"], device)
+    net, cfg["model"], device, identity = model_for_run(cfg["model"], model, label, device, data_size(cfg["data"]))
+    if model is not None:
+        cfg["device"] = str(device)  # the model's own device
     interps = _build_interpreters(net, names, budget, cfg["model"])
     per_interp = {a: {} for a in ("adv2", "adv2-stadv") if a in attacks}
     for name in names:
@@ -155,7 +192,11 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     transfer = cfg.get("transfer") or {}
     others = {}
     for spec in transfer.get("models", []):
-        other = build_model(spec, device)
+        if model_name(spec) == model_name(cfg["model"]):
+            raise ValueError(f"transfer model {model_name(spec)!r} has the label of the model under attack; "
+                             "give one of them another label")
+        other = build_model(spec, device, data_size(cfg["data"]))
+        identity.setdefault("transfer", {})[model_name(spec)] = model_identity(other, model_name(spec))
         others[model_name(spec)] = (other, _build_interpreters(other, names, budget, spec))
 
     data = build_data(cfg["data"])
@@ -189,10 +230,10 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     try:
         if restart and lead:
             discard_run(out)
-        store = RunStore(out, stored) if lead else None
+        store = RunStore(out, stored, identity) if lead else None
         if dist is not None:
             torch.distributed.barrier()
-        store = store or RunStore(out, stored)
+        store = store or RunStore(out, stored, identity)
         if lead:
             store.log(f"{n} examples of {data.describe()} ({scanned} scanned) on {device}")
             if true_all is not None:
@@ -211,34 +252,59 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
                 store.log(f"warning: {msg}")
                 store.discard(k)
         todo = [k for k in mine if not store.done(k)]
+        for k in mine:  # a batch finished by a run killed before it removed its cell files
+            if store.done(k):
+                store.discard_cells(k)
         store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
                   f"({len(batches)} in all, batch size {batch_size})")
-        desc = model_name(cfg["model"]) + (f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
+        work = _Work(baselines, interps, per_interp, attacks, policy, seed, transfer, others,
+                     model_name(cfg["model"]), device)
+        plan = _plan(work)
+        desc = model_name(cfg["model"]) + (f" [{n_shards} ranks]" if dist is not None and lead else
+                                           f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
         every_rank = os.environ.get("ADV2_PROGRESS_ALL_RANKS", "") not in ("", "0")  # else rank 0 only
-        cells = len(baselines) + len(names) * len(per_interp)  # attack runs per image
-        images = sum(batches[k].stop - batches[k].start for k in todo)
-        bar = tqdm(total=images * cells, desc=desc, unit="img",
+        planned = [(cell, batches[k].stop - batches[k].start) for k in todo for c, cell in enumerate(plan)
+                   if not store.cell_path(k, c, cell.tag).exists()]
+        bar = tqdm(total=sum(b for _, b in planned), desc=desc, bar_format=BAR_FORMAT,
                    disable=not progress or (dist is not None and not lead and not every_rank))
-        for k in todo:
-            b = batches[k]
-            torch.manual_seed(seed + k)  # nothing draws from it today; a batch must not depend on its predecessors
-            batch = {"x": x_all[b].to(device), "y": y_all[b].to(device), "ct": ct_all[b].to(device), "ids": idx[b],
-                     "masks": masks[b] if masks is not None else None,
-                     "true": true_all[b] if true_all is not None else None,
-                     "x_donor": x_donor_all[b].to(device) if x_donor_all is not None else None}
-            rows, tensors = _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer,
-                                       others, model_name(cfg["model"]), bar,
-                                       lambda size, k=k: store.log(f"batch {k}: {size} images did not fit in memory;"
-                                                                   " split in halves"))
-            t_batch = time.time()
-            store.save(k, rows, tensors)
-            store.log(f"batch {k} done ({sum(r['seconds'] for r in rows if 'seconds' in r):.1f} s of attacks, "
-                      f"saved in {time.time() - t_batch:.2f} s)")
-        bar.close()
+        shares = [store.batch_dir / f"progress-rank-{r}.json" for r in range(n_shards)] if dist is not None else []
+        prog = RunProgress(bar, share=shares[shard] if shares and not lead else None,
+                           others=shares[1:] if shares and lead else None)
+        for cell, b in planned:
+            prog.plan(cell.tag, b, _passes_estimate(cell, work))
+        hooks = _count_passes([net, *(o for o, _ in others.values())], prog.tick)
+        try:
+            for k in todo:
+                b = batches[k]
+                batch = {"x": x_all[b].to(device), "y": y_all[b].to(device), "ct": ct_all[b].to(device),
+                         "ids": idx[b], "masks": masks[b] if masks is not None else None,
+                         "true": true_all[b] if true_all is not None else None,
+                         "x_donor": x_donor_all[b].to(device) if x_donor_all is not None else None}
+                work.on_split = lambda size, k=k: store.log(f"batch {k}: {size} images did not fit in memory; "
+                                                            "split in halves")
+                rows, tensors = _run_cells(k, batch, plan, work, store, prog)
+                t_batch = time.time()
+                store.save(k, rows, tensors)
+                store.discard_cells(k)  # the batch's two files hold everything its cells held
+                store.log(f"batch {k} done ({sum(r['seconds'] for r in rows if 'seconds' in r):.1f} s of attacks, "
+                          f"saved in {time.time() - t_batch:.2f} s)")
+        except BaseException:
+            bar.close()  # the finished cells are stored: rerunning the command resumes from the next one
+            raise
+        finally:
+            for h in hooks:
+                h.remove()
+        if dist is not None:  # the job's bar moves on rank 0 while the other ranks finish their batches
+            while not all(store.done(k) for k in range(len(batches))):
+                prog.poll()
+                time.sleep(1.0)
+        prog.close()
         if dist is not None:
             torch.distributed.barrier()  # every rank's batches are stored
             if not lead:
                 return None
+            for path in shares:
+                path.unlink(missing_ok=True)
         if not all(store.done(k) for k in range(len(batches))):
             if verbose:
                 print(f"shard {shard}/{n_shards} finished ({len(mine)} of {len(batches)} batches) in {out}; "
@@ -250,76 +316,298 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
             torch.distributed.destroy_process_group()
 
 
-def _run_batch(batch, baselines, interps, per_interp, attacks, policy, seed, transfer, others, source,
-               bar, on_split=None) -> tuple[list[dict], dict]:
-    """Every attack against every interpreter on one batch (and the transfer measurements the
-    config asks for): its rows and tensors. A computation that runs out of memory is repeated on
-    halves of the batch (:func:`~adv2.experiments.batching.split_on_oom`; the same results)."""
-    x, y, ct, ids = batch["x"], batch["y"], batch["ct"], batch["ids"]
-    tensors = {"x": x, "labels": y, "target_class": ct, "index": torch.as_tensor(ids, dtype=torch.long)}
-    if batch["masks"] is not None:
-        tensors["masks"] = batch["masks"]
-    if batch["x_donor"] is not None:
-        tensors["x_donor"] = batch["x_donor"]
-    true = batch.get("true")
-    if true is not None:  # the data's own labels, where the benign class is the model's prediction
-        tensors["true_labels"] = true
-    rows, base_res, targets, adv = [], {}, {}, {}
-    for a, atk in baselines.items():
-        bar.set_postfix_str(a)
-        t0 = time.time()
-        base_res[a] = (split_on_oom(atk, x, ct, on_split=on_split), time.time() - t0)
-        tensors[f"x_{a}"] = base_res[a][0].x_adv
-        if a == "stadv":
-            tensors["flow_stadv"] = base_res[a][0].flow
-        bar.update(len(x))
-        bar.set_postfix_str(f"{a}: {base_res[a][1] / len(x):.2f} s/img")
-    for name, g in interps.items():
-        benign = split_on_oom(g, x, y, on_split=on_split).detach()
-        target = targets[name] = target_maps(policy, g, benign, batch["x_donor"], ct, ids, seed)
-        tensors[f"map_benign_{name}"] = benign
-        if policy != "benign":
-            tensors[f"map_target_{name}"] = target
-        for a in attacks:
-            if a in baselines:
-                res, sec = copy.copy(base_res[a][0]), base_res[a][1]  # one result, a map per interpreter
-                res.map = g(res.x_adv, ct).detach()
-            else:
-                bar.set_postfix_str(f"{a} × {name}")
-                t0 = time.time()
-                res = split_on_oom(per_interp[a][name], x, ct, target_map=target, on_split=on_split)
-                sec = time.time() - t0
-                bar.update(len(x))
-                bar.set_postfix_str(f"{a} × {name}: {sec / len(x):.2f} s/img")
-                tensors[f"x_{a}_{name}"] = res.x_adv
-                if res.flow is not None:
-                    tensors[f"flow_{a}_{name}"] = res.flow
-            adv[(a, name)] = res
-            atk = baselines[a] if a in baselines else per_interp[a][name]
-            new = evaluate_attack(a, name, res, target, ids, sec, x=x, labels=y, targets=ct,
-                                  iterations=iterations_of(atk))
-            if true is not None:
-                new = [with_true_label(r, t) for r, t in zip(new, true.tolist(), strict=True)]
-            rows += new
-            tensors[f"map_{a}_{name}"] = res.map.detach()
-    if transfer.get("interpreters"):  # ADV² made against A, measured under every B (baselines ignore A)
-        for a in (a for a in attacks if a not in baselines):
-            for made in interps:
-                res = adv[(a, made)]
-                for name, g in interps.items():
-                    m = res.map if name == made else g(res.x_adv, ct).detach()
-                    rows += transfer_rows(a, made, source, name, res.success, m, targets[name], ids)
-    for other, (net, o_interps) in others.items():  # made on the source model, measured on another
-        with torch.no_grad():
-            preds = {key: net(res.x_adv).argmax(1) for key, res in adv.items()}
-        for name, g in o_interps.items():
-            benign = g(x, y).detach()
-            target = target_maps(policy, g, benign, batch["x_donor"], ct, ids, seed)
-            for a in attacks:
-                res = adv[(a, name)]
-                m = g(res.x_adv, ct).detach()
-                rows += transfer_rows(a, name, other, name, preds[(a, name)] == ct, m, target, ids)
-    return rows, tensors
+#: The run's bar: image-cells done of all (an image × one attack × interpreter is one unit), the
+#: running cell, its seconds per image and the time left from the measured rates (RunProgress).
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} img·cells [{elapsed}{postfix}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+    """One checkpointed piece of a batch: a baseline attack (``interpreter`` ``None``), an
+    interpreter's maps (its benign and target maps and the baselines' maps, ``kind="maps"``), an
+    ADV² attack against one interpreter, or the transfer measurements (``kind="transfer"``)."""
+
+    kind: str  # "attack" | "maps" | "transfer"
+    attack: str | None = None
+    interpreter: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """The cell's name in file names and for its measured rates (the same in every batch)."""
+        if self.kind == "attack":
+            return self.attack if self.interpreter is None else f"{self.attack}-{self.interpreter}"
+        return f"maps-{self.interpreter}" if self.kind == "maps" else "transfer"
+
+    @property
+    def label(self) -> str:
+        """The cell as the bar and the log name it (``adv2 × mask``)."""
+        if self.kind == "attack":
+            return self.attack if self.interpreter is None else f"{self.attack} × {self.interpreter}"
+        return f"maps × {self.interpreter}" if self.kind == "maps" else "transfer"
+
+
+@dataclasses.dataclass
+class _Work:
+    """What the cells of every batch run with."""
+
+    baselines: dict
+    interps: dict
+    per_interp: dict
+    attacks: tuple
+    policy: str
+    seed: int
+    transfer: dict
+    others: dict
+    source: str
+    device: torch.device
+    on_split: object = None
+
+
+def _plan(w: _Work) -> list[_Cell]:
+    """The cells of a batch, in the order they run: the baselines, then per interpreter its maps
+    and the ADV² attacks against it, then the transfer measurements (if the config asks for any)."""
+    cells = [_Cell("attack", a) for a in w.baselines]
+    for name in w.interps:
+        cells.append(_Cell("maps", interpreter=name))
+        cells += [_Cell("attack", a, name) for a in w.attacks if a not in w.baselines]
+    if w.transfer.get("interpreters") or w.others:
+        cells.append(_Cell("transfer"))
+    return cells
+
+
+def _map_passes(g) -> float:
+    """About how many forward passes one map of ``g`` takes (MASK: its optimisation ``steps``)."""
+    steps = getattr(g, "steps", 0)
+    return 1.0 + (steps if isinstance(steps, int) and not isinstance(steps, bool) else 0)
+
+
+def _passes_estimate(cell: _Cell, w: _Work) -> float:
+    """About how many forward passes of the model ``cell`` makes (the bar's guess inside a kind of
+    cell that has not run yet; the first cell of each kind measures the real count)."""
+    if cell.kind == "attack":
+        atk = w.baselines[cell.attack] if cell.interpreter is None else w.per_interp[cell.attack][cell.interpreter]
+        warm, its = getattr(atk, "warmup", 0), iterations_of(atk)
+        per = 1.0  # a pass per iteration (PGD, StAdv, ADV² against a one-pass map)
+        tracker = getattr(atk, "tracker", None)
+        opts = tracker.options() if tracker is not None and hasattr(tracker, "options") else {}
+        if opts.get("n_step") and opts.get("n_reset"):  # MASK: its inner steps and its periodic fresh solves
+            per = 1.0 + opts["n_step"] + _map_passes(atk.interpreter) / opts["n_reset"]
+        return warm + (its - warm) * per + 3
+    if cell.kind == "maps":
+        n_maps = 1 + (w.policy == "other") + sum(a in w.baselines for a in w.attacks)
+        return n_maps * _map_passes(w.interps[cell.interpreter])
+    made = [a for a in w.attacks if a not in w.baselines]
+    per_interp = sum(_map_passes(g) for g in w.interps.values())
+    est = len(made) * len(w.interps) * per_interp if w.transfer.get("interpreters") else 0.0
+    for _, o_interps in w.others.values():
+        est += len(w.attacks) + sum(_map_passes(g) * (2 + len(w.attacks)) for g in o_interps.values())
+    return est
+
+
+def _count_passes(nets, tick) -> list:
+    """Forward hooks that call ``tick()`` on every forward pass of the models ``nets`` (removed by
+    the caller; they change nothing of the computation). A model that takes no hooks (a scripted
+    one) is left out: the bar then moves cell by cell. A failure of the bar never stops the run:
+    it is reported once and the bar stops following the passes."""
+    handles, seen, broken = [], set(), []
+
+    def hook(*_):
+        if broken:
+            return
+        try:
+            tick()
+        except Exception as e:  # noqa: BLE001 — the progress display must not break an attack
+            broken.append(e)
+            warnings.warn(f"the progress bar stopped following the model's passes: {type(e).__name__}: {e}",
+                          RuntimeWarning, stacklevel=2)
+
+    for m in nets:
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        try:
+            handles.append(m.register_forward_hook(hook))
+        except RuntimeError:
+            pass
+    return handles
+
+
+def _callback(atk, prog: RunProgress) -> dict:
+    """``callback=`` for an attack whose call reports its iterations (``callback(done, total)``)."""
+    try:
+        params = inspect.signature(atk.__call__).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"callback": prog.iteration} if "callback" in params else {}
+
+
+#: The fields of an AttackResult a cell file keeps besides the batch's own tensors (``res.FIELD``).
+_RESULT_FIELDS = ("success", "success_quantized", "confidence", "prediction", "map_distance")
+
+
+def _result_tensors(res: AttackResult, x_key: str, flow_key: str, map_key: str | None) -> dict:
+    out = {x_key: res.x_adv}
+    if res.flow is not None:
+        out[flow_key] = res.flow
+    if map_key is not None and res.map is not None:
+        out[map_key] = res.map.detach()
+    out.update({f"res.{f}": getattr(res, f) for f in _RESULT_FIELDS if getattr(res, f) is not None})
+    return out
+
+
+def _result_from(t: dict, x_key: str, flow_key: str, map_key: str | None) -> AttackResult:
+    return AttackResult(x_adv=t[x_key], success=t["res.success"], confidence=t["res.confidence"],
+                        map=t.get(map_key) if map_key is not None else None,
+                        success_quantized=t["res.success_quantized"], map_distance=t.get("res.map_distance"),
+                        flow=t.get(flow_key), prediction=t.get("res.prediction"))
+
+
+class _Batch:
+    """What the cells of one batch have made so far (computed here or read back from their files)."""
+
+    def __init__(self, batch: dict):
+        self.x, self.y, self.ct, self.ids = batch["x"], batch["y"], batch["ct"], batch["ids"]
+        self.x_donor, self.true = batch["x_donor"], batch.get("true")
+        self.tensors = {"x": self.x, "labels": self.y, "target_class": self.ct,
+                        "index": torch.as_tensor(self.ids, dtype=torch.long)}
+        if batch["masks"] is not None:
+            self.tensors["masks"] = batch["masks"]
+        if self.x_donor is not None:
+            self.tensors["x_donor"] = self.x_donor
+        if self.true is not None:  # the data's own labels, where the benign class is the model's prediction
+            self.tensors["true_labels"] = self.true
+        self.base: dict[str, tuple[AttackResult, float]] = {}  # baseline -> (result, seconds)
+        self.benign: dict[str, torch.Tensor] = {}
+        self.target: dict[str, torch.Tensor] = {}
+        self.adv: dict[tuple[str, str], AttackResult] = {}
+        self.rows: dict[tuple[str, str | None], list[dict]] = {}
+
+    def rows_of(self, new: list[dict]) -> list[dict]:
+        if self.true is not None:
+            new = [with_true_label(r, t) for r, t in zip(new, self.true.tolist(), strict=True)]
+        return new
+
+    def absorb(self, cell: _Cell, tensors: dict, record: dict, w: _Work) -> None:
+        """Take in a finished cell's tensors and record (the same whether computed or read back)."""
+        t = {k: v.to(w.device) for k, v in tensors.items()}
+        self.tensors.update({k: v for k, v in t.items() if not k.startswith("res.")})
+        for a, name, rows in record["rows"]:
+            self.rows[(a, name)] = rows
+        a, name = cell.attack, cell.interpreter
+        if cell.kind == "attack" and name is None:
+            self.base[a] = (_result_from(t, f"x_{a}", f"flow_{a}", None), float(record["attack_seconds"]))
+        elif cell.kind == "attack":
+            self.adv[(a, name)] = _result_from(t, f"x_{a}_{name}", f"flow_{a}_{name}", f"map_{a}_{name}")
+        elif cell.kind == "maps":
+            self.benign[name] = t[f"map_benign_{name}"]
+            self.target[name] = t.get(f"map_target_{name}", self.benign[name])
+            for b in w.attacks:
+                if b in w.baselines:
+                    res = copy.copy(self.base[b][0])  # one result, a map per interpreter
+                    res.map = t[f"map_{b}_{name}"]
+                    self.adv[(b, name)] = res
+
+    def compute(self, cell: _Cell, w: _Work, prog: RunProgress) -> tuple[dict, dict]:
+        """Run ``cell``: its tensors and its record (rows as ``[attack, interpreter, rows]``)."""
+        x, y, ct, ids = self.x, self.y, self.ct, self.ids
+        a, name = cell.attack, cell.interpreter
+        if cell.kind == "attack" and name is None:  # a baseline: one result, measured under every interpreter
+            atk = w.baselines[a]
+            t0 = time.time()
+            res = split_on_oom(atk, x, ct, on_split=w.on_split, **_callback(atk, prog))
+            sec = time.time() - t0
+            return _result_tensors(res, f"x_{a}", f"flow_{a}", None), {"rows": [], "attack_seconds": sec}
+        if cell.kind == "attack":
+            atk = w.per_interp[a][name]
+            target = self.target[name]
+            t0 = time.time()
+            res = split_on_oom(atk, x, ct, target_map=target, on_split=w.on_split, **_callback(atk, prog))
+            sec = time.time() - t0
+            rows = self.rows_of(evaluate_attack(a, name, res, target, ids, sec, x=x, labels=y, targets=ct,
+                                                iterations=iterations_of(atk)))
+            return (_result_tensors(res, f"x_{a}_{name}", f"flow_{a}_{name}", f"map_{a}_{name}"),
+                    {"rows": [[a, name, rows]], "attack_seconds": sec})
+        if cell.kind == "maps":
+            g = w.interps[name]
+            benign = split_on_oom(g, x, y, on_split=w.on_split).detach()
+            target = target_maps(w.policy, g, benign, self.x_donor, ct, ids, w.seed)
+            tensors, rows = {f"map_benign_{name}": benign}, []
+            if w.policy != "benign":
+                tensors[f"map_target_{name}"] = target
+            for b in w.attacks:
+                if b in w.baselines:
+                    res, sec = copy.copy(self.base[b][0]), self.base[b][1]
+                    res.map = tensors[f"map_{b}_{name}"] = g(res.x_adv, ct).detach()
+                    rows.append([b, name, self.rows_of(evaluate_attack(
+                        b, name, res, target, ids, sec, x=x, labels=y, targets=ct,
+                        iterations=iterations_of(w.baselines[b])))])
+            return tensors, {"rows": rows}
+        rows = []  # transfer: ADV² made against A, measured under every B (baselines ignore A)
+        if w.transfer.get("interpreters"):
+            for b in (b for b in w.attacks if b not in w.baselines):
+                for made in w.interps:
+                    res = self.adv[(b, made)]
+                    for other_name, g in w.interps.items():
+                        m = res.map if other_name == made else g(res.x_adv, ct).detach()
+                        rows += transfer_rows(b, made, w.source, other_name, res.success, m, self.target[other_name],
+                                              ids)
+        for other, (net, o_interps) in w.others.items():  # made on the source model, measured on another
+            with torch.no_grad():
+                preds = {key: net(res.x_adv).argmax(1) for key, res in self.adv.items()}
+            for other_name, g in o_interps.items():
+                benign = g(x, y).detach()
+                target = target_maps(w.policy, g, benign, self.x_donor, ct, ids, w.seed)
+                for b in w.attacks:
+                    res = self.adv[(b, other_name)]
+                    m = g(res.x_adv, ct).detach()
+                    rows += transfer_rows(b, other_name, other, other_name, preds[(b, other_name)] == ct, m, target,
+                                          ids)
+        return {}, {"rows": [["transfer", None, rows]]}
+
+
+def _run_cells(k: int, batch: dict, plan: list[_Cell], w: _Work, store: RunStore, prog: RunProgress,
+               ) -> tuple[list[dict], dict]:
+    """Every cell of batch ``k``: those with a file from an earlier (killed) run are read back, the
+    others run (each from the global generator seeded by :func:`cell_seed`) and are stored as soon
+    as they finish. Returns the batch's rows and tensors, as one uninterrupted run makes them."""
+    st, n, read, logged = _Batch(batch), len(batch["ids"]), [], False
+    for c, cell in enumerate(plan):
+        got = None
+        try:
+            got = store.load_cell(k, c, cell.tag)
+        except DamagedFileError as e:
+            msg = f"{e.path} does not read back ({e.reason}); recomputing cell {c + 1} ({cell.label}) of batch {k}"
+            print(f"adv2: warning: {msg}", file=sys.stderr, flush=True)
+            store.log(f"warning: {msg}")
+            e.path.unlink(missing_ok=True)
+        if got is not None and got[1].get("images") != n:
+            got = None  # not this batch's (cannot happen under one config): run it again
+        if got is not None:
+            tensors, record = got
+            read.append(f"{c + 1} {cell.label}")
+            prog.learn(cell.tag, n, float(record.get("seconds", 0.0)), int(record.get("passes", 0)),
+                       _passes_estimate(cell, w))
+        else:
+            if read and not logged:
+                store.log(f"batch {k}: {len(read)} of {len(plan)} cells read back from an earlier run, not "
+                          f"recomputed ({', '.join(read)})")
+                logged = True
+            torch.manual_seed(cell_seed(w.seed, k, c))
+            prog.begin(cell.tag, cell.label, n, _passes_estimate(cell, w))
+            t0 = time.time()
+            tensors, record = st.compute(cell, w, prog)
+            seconds = time.time() - t0
+            passes = prog.end(seconds)
+            record.update(cell=cell.tag, images=n, seconds=seconds, passes=passes)
+            store.save_cell(k, c, cell.tag, tensors, record)
+            store.log(f"batch {k} cell {c + 1}/{len(plan)} {cell.label}: {n} images in {seconds:.1f} s "
+                      f"({seconds / n:.2f} s/img, {passes} model passes)")
+        st.absorb(cell, tensors, record, w)
+    if read and not logged:
+        store.log(f"batch {k}: all {len(plan)} cells read back from an earlier run, not recomputed")
+    rows = [r for name in w.interps for a in w.attacks for r in st.rows[(a, name)]]
+    rows += st.rows.get(("transfer", None), [])
+    return rows, st.tensors
 
 
 def _summarize_transfer(trows: list[dict], main: list[dict]) -> list[dict]:

@@ -20,11 +20,13 @@ from adv2._io import (
     atomic_write_bytes,
     json_problem,
     read_safetensors,
+    read_safetensors_with_metadata,
     safetensors_problem,
     write_csv,
     write_safetensors,
 )
 from adv2._version import __version__
+from adv2.models.factory import identity_mismatch
 from adv2.report.tables import format_table, markdown_table
 
 __all__ = ["FLOW_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95", "discard_run",
@@ -34,6 +36,8 @@ __all__ = ["FLOW_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_
 SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1", "l2", "iou")
 #: Summary columns of the flow attacks (StAdv, ADV²-StAdv): mean |Δu|, |Δv| in pixels and ℓ_flow.
 FLOW_KEYS = ("flow_mean", "flow_loss")
+#: The metadata key of a cell file's record (:meth:`RunStore.save_cell`).
+CELL_KEY = "adv2.cell"
 
 
 def git_sha() -> str | None:
@@ -137,16 +141,32 @@ class RunStore:
     """A run directory filled batch by batch, so a run survives being killed and can be split
     into shards. Batch ``k`` is ``batches/batch-k.safetensors`` (its tensors) and
     ``batches/batch-k.json`` (its per-example rows), each written atomically, the JSON last: a
-    batch is finished exactly when its JSON exists. ``config.yaml`` is written on the first run;
+    batch is finished exactly when its JSON exists. Until then its finished cells (one attack ×
+    interpreter each) are ``batches/batch-k-cell-*.safetensors`` (:meth:`cell_path`), so a killed
+    run loses at most the cell that was running. ``config.yaml`` is written on the first run;
     a later run into the same directory must have the same configuration (else a ``ValueError``
-    names the keys that differ)."""
+    names the keys that differ).
 
-    def __init__(self, run_dir: str | Path, config: dict):
+    ``identity`` (:func:`adv2.models.model_identity`: label, class, SHA-256 of the weights) is
+    written to ``model.json`` on the first run; a later run with another model or other weights is
+    refused with a ``ValueError`` saying which differs, before anything is written."""
+
+    def __init__(self, run_dir: str | Path, config: dict, identity: dict | None = None):
         self.dir = Path(run_dir)
         self.batch_dir = self.dir / "batches"
-        self.batch_dir.mkdir(parents=True, exist_ok=True)
         self.config = _normal(config)
-        path = self.dir / "config.yaml"
+        path, ident_path = self.dir / "config.yaml", self.dir / "model.json"
+        if identity is not None and ident_path.exists():
+            try:
+                old_identity = json.loads(ident_path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{ident_path} does not read back ({e}); discard the run (--restart) or choose "
+                                 "another output directory") from None
+            diff = identity_mismatch(old_identity, identity)
+            if diff:
+                raise ValueError(f"{self.dir} holds a run made with another model: {diff}; resume with the same model "
+                                 "and weights, discard the run (--restart), or choose another output directory")
+        self.batch_dir.mkdir(parents=True, exist_ok=True)
         if path.exists():
             old = yaml.safe_load(path.read_text())
             if old != self.config:
@@ -155,7 +175,11 @@ class RunStore:
                                  f"{', '.join(keys)}); rerun with the same settings to resume it, discard it "
                                  "(--restart), or choose another output directory")
         else:
+            if identity is not None:  # before config.yaml: a run directory with a config has its model's record
+                atomic_write_bytes(ident_path, json.dumps(identity, indent=2).encode())
             atomic_write_bytes(path, yaml.safe_dump(self.config, sort_keys=False).encode())
+        if identity is not None and not ident_path.exists():  # a run made before model.json existed
+            atomic_write_bytes(ident_path, json.dumps(identity, indent=2).encode())
 
     def log(self, message: str) -> None:
         """Append a time-stamped line to ``log.txt`` (one line per event, from any process)."""
@@ -193,6 +217,39 @@ class RunStore:
         write_safetensors(stem.with_suffix(".safetensors"), tensors)
         atomic_write_bytes(stem.with_suffix(".json"), json.dumps(rows).encode())
 
+    # cells: the checkpoints inside a batch that is not finished yet
+    def cell_path(self, k: int, c: int, tag: str) -> Path:
+        """Cell ``c`` (named ``tag``, e.g. ``adv2-mask``) of batch ``k``:
+        ``batches/batch-k-cell-cc-TAG.safetensors``, its tensors and, in the file's metadata, its
+        record (rows, seconds, forward passes). Written atomically when the cell finishes; removed
+        once the batch is (the batch's own two files hold everything)."""
+        return self.batch_dir / f"batch-{k:05d}-cell-{c:02d}-{tag}.safetensors"
+
+    def cells(self, k: int) -> list[Path]:
+        """The cell files of batch ``k`` on disk."""
+        return sorted(self.batch_dir.glob(f"batch-{k:05d}-cell-*.safetensors"))
+
+    def save_cell(self, k: int, c: int, tag: str, tensors: dict[str, torch.Tensor], record: dict) -> None:
+        write_safetensors(self.cell_path(k, c, tag), tensors, metadata={CELL_KEY: json.dumps(record)})
+
+    def load_cell(self, k: int, c: int, tag: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """Cell ``c`` of batch ``k`` as ``(tensors, record)``; ``None`` when it has not finished.
+        A :class:`~adv2._io.DamagedFileError` when its file does not read back."""
+        path = self.cell_path(k, c, tag)
+        if not path.exists():
+            return None
+        tensors, meta = read_safetensors_with_metadata(path)
+        try:
+            record = json.loads(meta[CELL_KEY])
+        except (KeyError, ValueError) as e:
+            raise DamagedFileError(path, f"no cell record ({type(e).__name__})") from None
+        return tensors, record
+
+    def discard_cells(self, k: int) -> None:
+        """Remove the cell files of batch ``k``."""
+        for path in self.cells(k):
+            path.unlink(missing_ok=True)
+
     def load(self, n_batches: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
         """All rows and the tensors of batches ``0 … n_batches − 1`` concatenated in batch order.
         A ``ValueError`` names the batches not finished yet, or the first file that does not read
@@ -225,8 +282,8 @@ def discard_run(run_dir: str | Path) -> None:
     """Remove a run's stored batches and results from ``run_dir`` (other files stay)."""
     run_dir = Path(run_dir)
     shutil.rmtree(run_dir / "batches", ignore_errors=True)
-    for name in ("config.yaml", "env.json", "examples.csv", "summary.json", "tensors.safetensors", "maps.png",
-                 "summary.md", "transfer.csv", "report.html", "report.md"):
+    for name in ("config.yaml", "model.json", "env.json", "examples.csv", "summary.json", "tensors.safetensors",
+                 "maps.png", "summary.md", "transfer.csv", "report.html", "report.md"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "figures", ignore_errors=True)
 

@@ -26,6 +26,7 @@ from torchvision.models.vgg import VGG
 from torchvision.models.vision_transformer import VisionTransformer
 
 from adv2.interpreters.base import unwrap
+from adv2.interpreters.timm_layers import timm_site
 
 _USE_INSTEAD = ("use GRAD (adv2.interpreters.Grad), MASK (adv2.interpreters.Mask) "
                 "or a Captum method (adv2.interpreters.from_captum)")
@@ -140,6 +141,7 @@ def find_site(model: nn.Module, layer: str | nn.Module | None = None,
     torchvision VGG, AlexNet          last ReLU of ``features``            refused
     torchvision MobileNetV3           ``features``                         refused
     torchvision SqueezeNet            ``features``                         refused
+    timm families (``adv2[timm]``)    see :mod:`adv2.interpreters.timm_layers`
     ================================  ===================================  =======================
 
     (*) ConvNeXt's LayerNorm on the pooled vector: CAM folds its scale ``γ`` into the weights,
@@ -263,6 +265,9 @@ def _auto_site(net: nn.Module) -> FeatureSite | None:
             return _gap_site(net, "_bn1", "_fc", post=F.relu)
         # the B variants (swish, not idempotent): the shared activation's last call is the head's
         return _gap_site(net, "_swish", "_fc")
+    spec = timm_site(net)  # timm ResNet, ConvNeXt, EfficientNet, DenseNet, RegNet, MobileNetV3 (adv2[timm])
+    if spec is not None:
+        return FeatureSite(**spec)
     return None
 
 

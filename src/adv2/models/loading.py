@@ -1,5 +1,6 @@
 """``load``: embedded models by name, real ImageNet classifiers shipped by installed packages,
-or torchvision architectures with local weights."""
+torchvision architectures with local weights, or timm architectures (``timm/<name>``, optional
+extra ``adv2[timm]``) with local weights."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ EMBEDDED = tuple(ARCHS)
 #: ``adv2[imagenet]``): name → (normalisation mean, std, input side).
 IMAGENET = {"efficientnet-lite0": ((0.498, 0.498, 0.498), (0.502, 0.502, 0.502), 224)}
 IMAGENET_EXTRA = "pip install 'adv2[imagenet]'"
+#: ``timm/<architecture>``: a timm model built without downloading anything (optional extra).
+TIMM_PREFIX = "timm/"
+TIMM_EXTRA = "pip install 'adv2[timm]'"
 
 
 def _efficientnet_lite0(num_classes: int | None) -> nn.Module:
@@ -39,6 +43,24 @@ def _efficientnet_lite0(num_classes: int | None) -> nn.Module:
     return net
 
 
+def _timm(arch: str, weights: str | Path | None, num_classes: int | None) -> tuple[nn.Module, tuple, tuple]:
+    """A timm architecture, randomly initialised (``pretrained=False``: nothing is downloaded), with
+    the local ``weights`` loaded; returns it with the normalisation of its ``pretrained_cfg``."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"model {TIMM_PREFIX}{arch} needs timm, an optional extra: {TIMM_EXTRA}") from None
+    if not arch or not timm.is_model(arch):
+        close = timm.list_models(f"*{arch}*")[:6] if arch else []
+        raise ValueError(f"unknown timm architecture {arch!r}" + (f"; close names: {', '.join(close)}" if close else
+                                                                  "; timm.list_models() lists them"))
+    net = timm.create_model(arch, pretrained=False, num_classes=num_classes or 1000)
+    if weights is not None:
+        _load_state(net, _read_state(Path(weights)), str(weights))
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    return net, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
 def weights_dir() -> Path:
     """Folder of the embedded models' weights (package data)."""
     return Path(str(resources.files("adv2.models") / "weights"))
@@ -48,7 +70,10 @@ def _read_state(path: Path) -> dict:
     if not path.exists():
         raise ValueError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 — a damaged or foreign file, whatever safetensors says
+            raise ValueError(f"cannot read weights file {path}: {e}") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 — report any unreadable file the same way
@@ -99,6 +124,10 @@ def load(
       built without downloading anything; ``weights`` is a local ``.pth`` (read with
       ``weights_only=True``) or ``.safetensors`` state dict; ImageNet normalisation is added.
       Without ``weights`` the network is randomly initialised (for tests and timings).
+    - ``"timm/<architecture>"`` (``"timm/resnet50"``, ``"timm/convnext_tiny"``, optional extra
+      ``pip install 'adv2[timm]'``): ``timm.create_model(name, pretrained=False, num_classes=...)``
+      with the local ``weights`` (nothing is downloaded) and the normalisation of the model's own
+      ``pretrained_cfg``; CAM / Grad-CAM sites: :mod:`adv2.interpreters.timm_layers`.
 
     ``mean`` / ``std`` replace the normalisation (per channel, on ``[0, 1]`` images) for weights
     trained with another one. ``num_classes`` sets the size of the classifier's last layer.
@@ -120,12 +149,15 @@ def load(
         net = _efficientnet_lite0(num_classes)
         m, s, _ = IMAGENET[name]
         model = Normalized(net, mean or m, std or s)
+    elif name.startswith(TIMM_PREFIX):
+        net, m, s = _timm(name[len(TIMM_PREFIX):], weights, num_classes)
+        model = Normalized(net, mean or m, std or s)
     else:
         available = torchvision.models.list_models(module=torchvision.models)
         if name not in available:
             raise ValueError(
-                f"unknown model {name!r}; expected one of {list(EMBEDDED) + list(IMAGENET)} or a torchvision "
-                f"classification architecture such as 'resnet50' or 'densenet169'"
+                f"unknown model {name!r}; expected one of {list(EMBEDDED) + list(IMAGENET)}, a torchvision "
+                f"classification architecture such as 'resnet50' or 'densenet169', or 'timm/<architecture>'"
             )
         net = torchvision.models.get_model(name, weights=None, num_classes=num_classes or 1000)
         if weights is not None:
