@@ -125,6 +125,7 @@ def test_adv2_bad_arguments(resnet_model, kwargs, match):
         ADV2(resnet_model, CAM(resnet_model), **kwargs)
 
 
+@pytest.mark.slow
 def test_adv2_flow_moves_pixels_and_keeps_the_map(resnet_model, batch):
     from adv2.attacks import StAdv
     from adv2.attacks.flow import warp

@@ -117,6 +117,7 @@ def test_an_adv2_attack_runs_in_captums_attack_comparator(setup):
     assert float(res["Original"]) == 0.0 and float(res["pgd"]["mean"]) > 0.5  # now classified as the targets
 
 
+@pytest.mark.slow
 def test_fragility_pushes_the_map_further_than_random_noise_and_keeps_the_prediction(setup):
     net, x, y, _ = setup
     for name in ("grad", "cam"):

@@ -85,6 +85,7 @@ def test_bad_input_exits_2_with_a_message_naming_the_problem(args, match, capsys
     assert match in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_real_process_prints_no_traceback():
     """The one subprocess error check: the installed entry point, not just ``main``, ends cleanly."""
     p = run_cli("demo", "--eps", "2", timeout=120)

@@ -127,6 +127,7 @@ def test_report_names_a_damaged_tensors_file(tmp_path, capsys):
     assert str(path) in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_zoo_training_resumes_to_the_same_weights(tmp_path):
     """The embedded models' training runs on the shared loop: stopped and resumed (network,
     optimiser, one-cycle schedule, generator, epoch state from the checkpoint), it ends with the

@@ -155,6 +155,7 @@ def test_bad_training_data_is_a_clear_error(resnet_model, train_data):
         train_rts(resnet_model, x * 2, y, progress=False, steps=1)
 
 
+@pytest.mark.slow
 def test_adv2_against_rts_keeps_the_map_and_the_budget(resnet_model, rts, shapes_test):
     x, y, _ = shapes_test
     x, y = x[:8], y[:8]
@@ -186,6 +187,7 @@ def test_the_encoder_term_reaches_the_image(resnet_model, rts, shapes_test):
         ADV2(resnet_model, rts, lam_enc=-1)
 
 
+@pytest.mark.slow
 def test_aid_fine_tunes_a_copy_and_resumes_exactly(resnet_model, rts, train_data, tmp_path):
     x, y = train_data
     before = {k: v.clone() for k, v in rts.net.state_dict().items()}
@@ -226,6 +228,7 @@ def test_cli_train_rts_and_eval_aid(tmp_path, capsys):
         assert {"pointing_game", "adv2_success", "adv2_l1", "adv2_iou", "pgd_l1"} <= set(res[key])
 
 
+@pytest.mark.slow
 def test_adv2_flow_against_rts_uses_table_11_and_keeps_the_map(resnet_model, rts, shapes_test):
     from adv2.attacks import StAdv
     from adv2.attacks.adv2 import FLOW_DEFAULTS
