@@ -249,3 +249,33 @@ def test_sigkill_in_the_sixth_of_seven_cells_then_resume(tmp_path):
     computed = [line.split(" cell ")[1].split()[0] for line in resumed if " cell " in line and "s/img" in line]
     assert computed == ["6/7", "7/7"]
     same_results(out, ref)
+
+
+def test_an_attack_that_reports_its_iterations_sets_the_fraction_of_a_new_kind_of_cell():
+    bar = FakeBar()
+    p = RunProgress(bar)
+    p.plan("adv2-mask", 4, 10)  # a far too small estimate of its passes
+    p.begin("adv2-mask", "adv2 × mask", 4, 10, iterations=100)
+    for t in range(1, 51):  # 50 of 100 iterations, 20 passes each
+        for _ in range(20):
+            p.tick()
+        p.iteration(t, 100)
+    assert bar.n == pytest.approx(2.0)  # half of the cell's 4 images
+    for _ in range(10):  # half of the next iteration's passes
+        p.tick()
+    assert 2.0 < bar.n < 2.04
+
+
+def test_attacks_with_a_callback_keyword_get_one():
+    prog = RunProgress(FakeBar())
+
+    class WithHook:
+        def __call__(self, x, target_class, target_map=None, *, callback=None):
+            pass
+
+    class Without:
+        def __call__(self, x, target_class, target_map=None):
+            pass
+
+    assert runner._callback(WithHook(), prog) == {"callback": prog.iteration}
+    assert runner._callback(Without(), prog) == {}

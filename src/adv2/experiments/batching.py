@@ -166,15 +166,17 @@ class RunProgress:
         return rest, rough
 
     # the running cell
-    def begin(self, kind: str, label: str, images: int, passes: float) -> None:
-        """Cell ``kind`` (shown as ``label``) starts on ``images`` images, about ``passes`` passes."""
+    def begin(self, kind: str, label: str, images: int, passes: float, iterations: int | None = None) -> None:
+        """Cell ``kind`` (shown as ``label``) starts on ``images`` images, about ``passes`` passes;
+        ``iterations``: how many its attack reports (:meth:`iteration`), if it reports them."""
         entry = self.todo.get(kind)
         if entry is not None and entry[0] >= images:
             entry[0] -= images
         else:  # a cell that was not planned (its stored file did not read back): count it now
             self.total += images
         self.cell = {"kind": kind, "label": label, "images": int(images), "estimate": max(float(passes), 1.0),
-                     "passes": 0, "frac": 0.0, "t0": time.time(), "it": None, "it_passes": 0}
+                     "passes": 0, "frac": 0.0, "t0": time.time(), "it_passes": 0,
+                     "it": (0, int(iterations)) if iterations else None}
         self._refresh(force=True)
 
     def tick(self) -> None:

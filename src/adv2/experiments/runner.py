@@ -255,11 +255,12 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
         for k in mine:  # a batch finished by a run killed before it removed its cell files
             if store.done(k):
                 store.discard_cells(k)
-        store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
-                  f"({len(batches)} in all, batch size {batch_size})")
         work = _Work(baselines, interps, per_interp, attacks, policy, seed, transfer, others,
                      model_name(cfg["model"]), device)
         plan = _plan(work)
+        store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
+                  f"({len(batches)} in all, batch size {batch_size}; {len(plan)} cells per batch: "
+                  f"{', '.join(c.label for c in plan)})")
         desc = model_name(cfg["model"]) + (f" [{n_shards} ranks]" if dist is not None and lead else
                                            f" [shard {shard}/{n_shards}]" if n_shards > 1 else "")
         every_rank = os.environ.get("ADV2_PROGRESS_ALL_RANKS", "") not in ("", "0")  # else rank 0 only
@@ -441,6 +442,14 @@ def _callback(atk, prog: RunProgress) -> dict:
     return {"callback": prog.iteration} if "callback" in params else {}
 
 
+def _reported_iterations(cell: _Cell, w: _Work, prog: RunProgress) -> int | None:
+    """The iterations the attack of ``cell`` will report through its callback, if it takes one."""
+    if cell.kind != "attack":
+        return None
+    atk = w.baselines[cell.attack] if cell.interpreter is None else w.per_interp[cell.attack][cell.interpreter]
+    return iterations_of(atk) if _callback(atk, prog) else None
+
+
 #: The fields of an AttackResult a cell file keeps besides the batch's own tensors (``res.FIELD``).
 _RESULT_FIELDS = ("success", "success_quantized", "confidence", "prediction", "map_distance")
 
@@ -593,7 +602,7 @@ def _run_cells(k: int, batch: dict, plan: list[_Cell], w: _Work, store: RunStore
                           f"recomputed ({', '.join(read)})")
                 logged = True
             torch.manual_seed(cell_seed(w.seed, k, c))
-            prog.begin(cell.tag, cell.label, n, _passes_estimate(cell, w))
+            prog.begin(cell.tag, cell.label, n, _passes_estimate(cell, w), _reported_iterations(cell, w, prog))
             t0 = time.time()
             tensors, record = st.compute(cell, w, prog)
             seconds = time.time() - t0
