@@ -3,7 +3,6 @@ attack × interpreter on a batch) at once, a killed or failed run resumes from t
 cell with results identical to an uninterrupted run, and the bar advances with the model's forward
 passes, not once per cell."""
 
-import csv
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from test_runs import same_results
 from tqdm.auto import tqdm
 
 from adv2.cli import main
@@ -26,19 +25,6 @@ TINY = ["-n", "2", "--interpreters", "cam", "--attacks", "pgd,adv2,adv2-stadv", 
         "--set", "cam.warmup=2", "--set", "cam.steps=3", "--set", "cam.flow.steps=3", "--set", "cam.flow.warmup=2",
         "--no-progress"]
 TAGS = ["pgd", "maps-cam", "adv2-cam", "adv2-stadv-cam"]
-
-
-def rows(run_dir):
-    with open(run_dir / "examples.csv") as f:
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
-
-
-def same_results(a, b):
-    assert rows(a) == rows(b)
-    ta, tb = load_file(a / "tensors.safetensors"), load_file(b / "tensors.safetensors")
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
 
 
 def log_of(run_dir) -> list[str]:

@@ -10,6 +10,9 @@ from torch import nn
 from adv2._validate import check_images, check_targets, model_call, num_classes_of
 from adv2.interpreters.paper import paper_budget
 from adv2.interpreters.smooth_relu import COVERED
+from adv2.models.factory import unwrap
+
+__all__ = ["FlatMapWarning", "Interpreter", "MapTracker", "minmax", "unwrap", "warn_if_flat"]
 
 
 def minmax(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -18,15 +21,6 @@ def minmax(m: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     lo = flat.min(1).values[:, None, None, None]
     hi = flat.max(1).values[:, None, None, None]
     return (m - lo) / (hi - lo).clamp_min(eps)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside wrappers such as ``Normalized`` (follows ``.model`` / ``.module``)."""
-    while True:
-        inner = getattr(model, "model", None) or getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 class Interpreter:

@@ -132,7 +132,7 @@ def from_factory(ref: str, kwargs: Mapping | None = None, weights: str | Path | 
     return net
 
 
-def _inner(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The network inside wrappers such as ``Normalized`` (``.model`` / ``.module``)."""
     while True:
         inner = getattr(model, "model", None) or getattr(model, "module", None)
@@ -143,7 +143,7 @@ def _inner(model: nn.Module) -> nn.Module:
 
 def class_name(model: nn.Module) -> str:
     """The qualified class name of the network inside any wrapper (``mypkg.nets.TinyNet``)."""
-    cls = type(_inner(model))
+    cls = type(unwrap(model))
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
