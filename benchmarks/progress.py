@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -42,7 +44,9 @@ class Recorder(tqdm):
         return super().set_postfix_str(s, refresh=refresh)
 
     def close(self):
-        Recorder.events.append((time.perf_counter(), 0.0, "end"))
+        if not getattr(self, "_closed", False):  # tqdm closes again when collected: count the first
+            self._closed = True
+            Recorder.events.append((time.perf_counter(), 0.0, "end"))
         return super().close()
 
 
@@ -63,7 +67,9 @@ def main():
         run_demo(fast=not args.full, n=args.n, out=args.out or tmp, interpreter_names=names, overrides=args.set,
                  restart=True, verbose=False)
     wall = time.perf_counter() - t0
-    ev = Recorder.events
+    ev = Recorder.events[:next(i for i, e in enumerate(Recorder.events) if e[2] == "end") + 1]
+    if args.out:  # the bar's timeline, for a closer look
+        Path(args.out, "progress-events.json").write_text(json.dumps([[t - ev[0][0], n, w] for t, n, w in ev]))
     gaps = [(b[0] - a[0], b[2]) for a, b in zip(ev[:-1], ev[1:], strict=True)]
     gap, where = max(gaps)
     moves = sum(n > 0 for _, n, _ in ev)

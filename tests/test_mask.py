@@ -240,6 +240,7 @@ def test_adv2_against_mask_end_to_end(resnet_model, batch):
     assert res.map.shape == (4, 1, 16, 16)
 
 
+@pytest.mark.slow
 def test_adv2_flow_against_mask_tracks_the_mask_through_the_flow(resnet_model, batch):
     """StAdv-based ADV² against MASK: the same tracker (resets, keep-best on 8-bit images), the flow
     moved by Adam; the result is the rounded warp of the reported flow, and its map MASK's own."""

@@ -379,7 +379,7 @@ def _plan(w: _Work) -> list[_Cell]:
 def _map_passes(g) -> float:
     """About how many forward passes one map of ``g`` takes (MASK: its optimisation ``steps``)."""
     steps = getattr(g, "steps", 0)
-    return 1.0 + (steps if isinstance(steps, int) and not isinstance(steps, bool) else 0)
+    return float(steps) if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 1.0
 
 
 def _passes_estimate(cell: _Cell, w: _Work) -> float:
@@ -387,13 +387,14 @@ def _passes_estimate(cell: _Cell, w: _Work) -> float:
     cell that has not run yet; the first cell of each kind measures the real count)."""
     if cell.kind == "attack":
         atk = w.baselines[cell.attack] if cell.interpreter is None else w.per_interp[cell.attack][cell.interpreter]
-        warm, its = getattr(atk, "warmup", 0), iterations_of(atk)
-        per = 1.0  # a pass per iteration (PGD, StAdv, ADV² against a one-pass map)
+        warm, g = getattr(atk, "warmup", 0), getattr(atk, "interpreter", None)
+        steps = iterations_of(atk) - warm
+        final = 2 + (_map_passes(g) if g is not None else 0)  # the result's prediction and map
         tracker = getattr(atk, "tracker", None)
         opts = tracker.options() if tracker is not None and hasattr(tracker, "options") else {}
         if opts.get("n_step") and opts.get("n_reset"):  # MASK: its inner steps and its periodic fresh solves
-            per = 1.0 + opts["n_step"] + _map_passes(atk.interpreter) / opts["n_reset"]
-        return warm + (its - warm) * per + 3
+            return warm + steps * (1 + opts["n_step"]) + (steps // opts["n_reset"] + 1) * (1 + _map_passes(g)) + final
+        return warm + steps + 1 + final  # a pass per iteration (PGD, StAdv, ADV² against a one-pass map)
     if cell.kind == "maps":
         n_maps = 1 + (w.policy == "other") + sum(a in w.baselines for a in w.attacks)
         return n_maps * _map_passes(w.interps[cell.interpreter])
