@@ -242,8 +242,45 @@ def test_replaced_head_is_checked():
 
 
 def test_unknown_models_ask_for_the_layer():
-    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    mlp_head = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4), nn.ReLU(),
+                             nn.Linear(4, 3))
     with pytest.raises(ValueError, match=r"automatically; pass layer='name' \(and head='name'\)"):
-        GradCAM(conv)
+        GradCAM(mlp_head)
     with pytest.raises(ValueError, match=r"no 2-D convolution.*GRAD.*MASK.*Captum"):
         CAM(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
+
+
+class _Hand(nn.Module):
+    """A hand-written classifier laid out features → pool → fc; ``amax`` pools by the maximum."""
+
+    def __init__(self, amax=False):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(8, 5)
+        self.amax = amax
+
+    def forward(self, x):
+        a = self.features(x)
+        z = a.amax((2, 3)) if self.amax else self.pool(a).flatten(1)
+        return self.fc(self.drop(z))
+
+
+def test_a_hand_written_model_gets_its_site_from_the_order_of_its_children():
+    torch.manual_seed(0)
+    net = _Hand().eval()
+    x, t = torch.rand(2, 3, 16, 16), torch.tensor([1, 3])
+    cam = CAM(net)
+    assert cam.site.layer is net.features and cam.site.head is net.fc and cam.site.guessed
+    m = cam(x, t)
+    torch.testing.assert_close(m, CAM(net, layer="features", head="fc")(x, t))  # the same as naming them
+    with torch.no_grad():  # against an independent CAM: Σ_k w_tk A_k, then min-max
+        a = net.features(x)
+        ref = torch.einsum("nk,nkhw->nhw", net.fc.weight[t], a).unsqueeze(1)
+        lo, hi = ref.amin((2, 3), keepdim=True), ref.amax((2, 3), keepdim=True)
+    torch.testing.assert_close(m, (ref - lo) / (hi - lo), atol=1e-5, rtol=0)
+    _check_map(GradCAM(net)(x, t), (2, 1, 16, 16))
+    # a wrong guess (max-pooled, not averaged) is caught on the first call, with the way out
+    with pytest.raises(ValueError, match=r"does not reproduce.*guessed layer 'features'.*pass layer= and head="):
+        CAM(_Hand(amax=True).eval())(x, t)

@@ -69,10 +69,9 @@ NETS = textwrap.dedent('''
     def make_pair():
         return Pair()
 ''')
-#: The run's tiny settings: 2 images, 2 steps, grad and cam (CAM's layer and head named: TinyNet is
-#: no architecture adv2 knows), pgd and adv2.
-TINY = ["data.n=2", "batch_size=2", "attacks.steps=2", "interpreters=[grad, cam]", "attacks=[pgd, adv2]",
-        "budgets.cam.interpreter.layer=features", "budgets.cam.interpreter.head=fc"]
+#: The run's tiny settings: 2 images, 2 steps, grad and cam, pgd and adv2. TinyNet is no
+#: architecture adv2 knows: CAM's layer and head are read from the order of its children.
+TINY = ["data.n=2", "batch_size=2", "attacks.steps=2", "interpreters=[grad, cam]", "attacks=[pgd, adv2]"]
 
 
 def _sets(items):

@@ -44,7 +44,8 @@ class FeatureSite:
     whose scale is folded into the CAM weights (:meth:`cam_weight`). ``cam_refusal`` says why
     CAM does not apply to this architecture (Grad-CAM still does); ``verified``: the
     global-average-pool (+ norm) + head structure is known for this architecture, so CAM need
-    not check it against the logits.
+    not check it against the logits; ``guessed``: the site was read from the order of an unknown
+    model's children, and errors say how to name the right one.
     """
 
     layer: nn.Module
@@ -54,6 +55,7 @@ class FeatureSite:
     norm: nn.Module | None = None
     cam_refusal: str | None = None
     verified: bool = False
+    guessed: bool = False
 
     def cam_weight(self) -> torch.Tensor:
         """The ``(K, C)`` weights ``w_ck`` of CAM's ``Σ_k w_ck A_k``: the head's weight, times
@@ -78,6 +80,15 @@ class FeatureSite:
     def check_cam(self, a: torch.Tensor, logits: torch.Tensor) -> None:
         """Raise a ``ValueError`` unless ``logits = head(norm(global average of a))`` (up to a
         per-image constant): only then is ``Σ_k w_ck A_k`` the class activation map."""
+        try:
+            self._check_cam(a, logits)
+        except ValueError as e:
+            if not self.guessed:
+                raise
+            raise ValueError(f"{e} (adv2 guessed layer {self.layer_name!r} and its head from the order of the "
+                             "model's children: pass layer= and head= to name the right ones)") from None
+
+    def _check_cam(self, a: torch.Tensor, logits: torch.Tensor) -> None:
         w = self.cam_weight()
         if w.shape[1] != a.shape[1]:
             raise ValueError(
@@ -142,7 +153,13 @@ def find_site(model: nn.Module, layer: str | nn.Module | None = None,
     torchvision MobileNetV3           ``features``                         refused
     torchvision SqueezeNet            ``features``                         refused
     timm families (``adv2[timm]``)    see :mod:`adv2.interpreters.timm_layers`
+    any other model whose children    the last child with a convolution    the last child, a
+    end in features, pooling, head    before the head                      single ``nn.Linear``
     ================================  ===================================  =======================
+
+    The last row is a guess from the order of the model's children (``features``, ``pool``,
+    ``fc``, as most hand-written classifiers are laid out): CAM checks it against the logits on
+    its first call and says so when it does not hold.
 
     (*) ConvNeXt's LayerNorm on the pooled vector: CAM folds its scale ``γ`` into the weights,
     ``w'_ck = w_ck γ_k``. With ``p`` the pooled vector, ``μ``/``σ`` its mean/std over channels,
@@ -268,6 +285,36 @@ def _auto_site(net: nn.Module) -> FeatureSite | None:
     spec = timm_site(net)  # timm ResNet, ConvNeXt, EfficientNet, DenseNet, RegNet, MobileNetV3 (adv2[timm])
     if spec is not None:
         return FeatureSite(**spec)
+    return _generic_site(net)
+
+
+#: Modules that may sit between a feature layer and the head without changing what CAM sees.
+_PASSTHROUGH = (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
+
+
+def _generic_site(net: nn.Module) -> FeatureSite | None:
+    """The site of a model adv2 does not know, read from its top-level children in the order
+    they are registered: the last child that is a single ``nn.Linear`` (dropout/flatten aside) is
+    the head; the last child before it, pooling, flattening and dropout skipped, that contains a
+    2-D convolution is the feature layer. Nothing here is trusted: CAM checks the site against
+    the logits on its first call, and Grad-CAM checks the layer gives ``(N, C, h, w)``.
+    ``None`` when the children do not have that shape."""
+    children = list(net.named_children())
+    for i in range(len(children) - 1, 0, -1):
+        name, mod = children[i]
+        if isinstance(mod, _PASSTHROUGH):
+            continue
+        parts = [m for m in (mod.children() if isinstance(mod, nn.Sequential) else [mod])
+                 if not isinstance(m, _PASSTHROUGH)]
+        if len(parts) != 1 or not isinstance(parts[0], nn.Linear):
+            return None
+        for layer_name, layer in reversed(children[:i]):
+            if isinstance(layer, _PASSTHROUGH):
+                continue
+            if not any(isinstance(m, nn.Conv2d) for m in layer.modules()):
+                return None
+            return FeatureSite(layer, layer_name, parts[0], verified=False, guessed=True)
+        return None
     return None
 
 
