@@ -74,6 +74,9 @@ def test_overrides_and_the_smoke_switch():
     ("{}\n", ["data=foo"], "data must be a mapping"),
     ("transfer: {models: [shapes-resnet]}\n", [], "named 'shapes-resnet' like the source model"),
     ("transfer: {models: [shapes-densenet, shapes-densenet]}\n", [], "give it a distinct label"),
+    ("defender_seeds: [0]\n", [], "defender_seeds must be the jitter seeds .* at least two"),
+    ("defender_seeds: [3, 3]\n", [], "defender_seeds must be"),
+    ("defender_seeds: 100\n", [], "defender_seeds must be"),
 ])
 def test_bad_configs_name_the_key_and_the_allowed_values(tmp_path, text, overrides, match):
     path = tmp_path / "c.yaml"
@@ -105,3 +108,13 @@ def test_whole_mapping_overrides_keep_the_defaults_of_their_other_keys():
     assert cfg["transfer"] == {"interpreters": False, "models": ["shapes-densenet"]}
     cfg = load_config(DEMO, ["model={name: resnet18, label: mine}", "transfer.models=[resnet18]"])
     assert cfg["model"]["label"] == "mine"
+
+
+def test_defender_seeds_the_attack_uses_are_refused(tmp_path, capsys):
+    args = ["run", str(DEMO), "--out", str(tmp_path / "x"), "--set", "data.n=2", "--set", "attacks.steps=2",
+            "--set", "interpreters=[mask]", "--set", "attacks=[pgd, adv2]", "--set", "defender_seeds=[0, 3]",
+            "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "defender_seeds [3] are jitter seeds adv2 uses against mask (seeds 1..8)" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()

@@ -371,3 +371,62 @@ def test_similarity_measures_edge_cases_and_bad_input():
             f(r, r * float("nan"))
     with pytest.raises(ValueError, match="win_size"):
         metrics.ssim(r, r, win_size=4)
+
+
+# --------------------------------------------------------------------------- a random interpreter, judged
+
+
+class _Noisy:
+    """A stand-in random interpreter: the map of ``x`` is its channel mean plus noise drawn from
+    ``(seed, image)``, so every seed gives another map of the same image."""
+
+    def __init__(self, seed=0, calls=None):
+        self.seed, self.calls = seed, calls if calls is not None else []
+
+    def with_seed(self, seed):
+        return _Noisy(seed, self.calls)
+
+    def __call__(self, x, target):
+        self.calls.append(self.seed)
+        noise = torch.stack([torch.rand(1, *x.shape[-2:], generator=torch.Generator().manual_seed(
+            1000 * self.seed + int(1e4 * float(xi.sum())) % 997)) for xi in x])
+        return (x.mean(1, keepdim=True) + 0.1 * noise).clamp(0, 1)
+
+
+def test_defender_distances_and_judged_ratio_match_a_direct_computation():
+    g = _Noisy(seed=0)
+    x = torch.rand(3, 3, 8, 8)
+    xa, xb = (x + 0.05).clamp(0, 1), (x + 0.3).clamp(0, 1)
+    t = torch.tensor([1, 0, 2])
+    examples = {"base": (xb, t), "adv": (xa, t)}
+    l1, floor = metrics.defender_distances(g, x, t, examples, seeds=(0, 100, 7))
+    maps = {s: (g.with_seed(s)(x, t), g.with_seed(s)(xa, t), g.with_seed(s)(xb, t)) for s in (0, 100, 7)}
+    want_a = sum(np_lp(maps[s][1].numpy(), maps[s][0].numpy(), 1) for s in maps) / 3
+    want_b = sum(np_lp(maps[s][2].numpy(), maps[s][0].numpy(), 1) for s in maps) / 3
+    want_f = sum(np_lp(maps[s][0].numpy(), maps[r][0].numpy(), 1) for s, r in ((0, 100), (0, 7), (100, 7))) / 3
+    np.testing.assert_allclose(l1["adv"].numpy(), want_a, rtol=1e-6)
+    np.testing.assert_allclose(l1["base"].numpy(), want_b, rtol=1e-6)
+    np.testing.assert_allclose(floor.numpy(), want_f, rtol=1e-6)
+    assert (floor > 0).all()  # the stand-in is random: two seeds disagree
+    ok_a, ok_b = torch.tensor([True, True, False]), torch.tensor([True, False, True])
+    r = metrics.judged_ratio(l1["adv"], l1["base"], floor, ok_a, ok_b)  # only example 0 counts
+    assert r == pytest.approx((want_a[0] - want_f[0]) / (want_b[0] - want_f[0]), rel=1e-5)
+    # maps already made with the interpreter's own seed are reused, not solved again
+    calls = []
+    g2 = _Noisy(seed=0, calls=calls)
+    known = {"benign": g2(x, t), "adv": g2(xa, t), "base": g2(xb, t)}
+    calls.clear()
+    l1b, floor_b = metrics.defender_distances(g2, x, t, examples, seeds=(0, 100), known=known)
+    assert calls == [100, 100, 100]
+    torch.testing.assert_close(floor_b, torch.tensor([np_lp(maps[0][0].numpy(), maps[100][0].numpy(), 1)[i]
+                                                      for i in range(3)], dtype=torch.float32))
+
+
+def test_judged_ratio_edges():
+    f = torch.tensor([0.1, 0.1])
+    assert metrics.judged_ratio(torch.tensor([0.1, 0.1]), torch.tensor([0.3, 0.3]), f) == pytest.approx(0.0)
+    assert metrics.judged_ratio(torch.tensor([0.3, 0.3]), torch.tensor([0.3, 0.3]), f) == pytest.approx(1.0)
+    assert math.isnan(metrics.judged_ratio(torch.tensor([0.2, 0.2]), torch.tensor([0.05, 0.05]), f))  # base at floor
+    assert math.isnan(metrics.judged_ratio(f, f, f, torch.tensor([False, False])))
+    with pytest.raises(ValueError, match="at least two distinct"):
+        metrics.defender_distances(_Noisy(), torch.rand(1, 3, 4, 4), torch.tensor([0]), {}, seeds=(5, 5))

@@ -66,9 +66,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
-    """``rows`` (dicts with the keys of the first) as a CSV file, written atomically."""
+    """``rows`` (dicts) as a CSV file, written atomically: the columns are every key of the rows in
+    the order they first appear, empty where a row has no such key."""
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(path, buf.getvalue().encode())

@@ -34,7 +34,9 @@ __all__ = [
     "center_of_mass_shift",
     "confidence",
     "cosine",
+    "defender_distances",
     "iou_test",
+    "judged_ratio",
     "lp_distance",
     "pearson",
     "pointing_game",
@@ -197,6 +199,65 @@ def lp_distance(a: torch.Tensor, b: torch.Tensor, p: int = 1) -> torch.Tensor:
     if p == 1:
         return d.abs().sum(1) / hw
     return d.pow(2).sum(1).sqrt() / math.sqrt(hw)
+
+
+def defender_distances(g, x: torch.Tensor, label: torch.Tensor, examples: dict, seeds=(0, 100),
+                       known: dict | None = None) -> tuple[dict, torch.Tensor]:
+    """A random interpreter (MASK, through its jitter) as a defender sees it.
+
+    For each defender seed ``s`` the benign map ``g_s(x, label)`` and the map of each example
+    ``g_s(x_a, target_a)`` are solved with that seed (``g.with_seed(s)``; the seeds should be ones
+    the attack never used), and the example's L1 to the benign map taken.
+
+    Args:
+        g: an interpreter with ``with_seed`` and ``seed`` (:class:`adv2.interpreters.Mask`).
+        x: benign images ``(N, 3, H, W)`` in ``[0, 1]``; ``label``: their classes ``(N,)``.
+        examples: ``{name: (x_adv (N, 3, H, W), target (N,))}``, e.g. a baseline's and ADV²'s.
+        seeds: at least two distinct defender seeds.
+        known: maps already made with ``g``'s own seed (``{"benign": map, name: map}``), reused
+            when ``g.seed`` is among ``seeds``.
+
+    Returns:
+        ``(l1, floor)``: ``l1[name]`` ``(N,)`` the mean over the seeds of the L1 between the
+        example's map and the benign map of the same seed; ``floor`` ``(N,)`` the mean L1
+        between two seeds' benign maps of the same image — MASK's own noise, below which no
+        attack can be judged.
+    """
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) < 2:
+        raise ValueError(f"defender seeds must hold at least two distinct seeds, got {seeds}")
+    known = known or {}
+    benign, dist = [], {a: [] for a in examples}
+    for s in seeds:
+        own = s == getattr(g, "seed", None)
+        gs = g if own else g.with_seed(s)
+        with torch.no_grad():
+            b = known["benign"] if own and "benign" in known else gs(x, label)
+            benign.append(b)
+            for a, (xa, ta) in examples.items():
+                m = known[a] if own and a in known else gs(xa, ta)
+                dist[a].append(lp_distance(m, b, p=1))
+    floor = torch.stack([lp_distance(benign[i], benign[j], p=1)
+                         for i in range(len(seeds)) for j in range(i + 1, len(seeds))]).mean(0)
+    return {a: torch.stack(d).mean(0) for a, d in dist.items()}, floor
+
+
+def judged_ratio(adv: torch.Tensor, base: torch.Tensor, floor: torch.Tensor, ok_adv: torch.Tensor | None = None,
+                 ok_base: torch.Tensor | None = None) -> float:
+    """The judged figure ``(ADV² − floor) / (baseline − floor)``: the means of ADV²'s and the
+    baseline's defender L1 (:func:`defender_distances`) and of the floor, over the examples where
+    both attacks succeeded (``ok_adv``, ``ok_base``, bool ``(N,)``; default all). 0 means ADV²'s
+    map is as close to the benign map as a second run of the interpreter is; 1 means no closer
+    than the baseline's. ``nan`` when no example counts or the baseline is not above the floor."""
+    both = torch.ones_like(floor, dtype=torch.bool)
+    for ok in (ok_adv, ok_base):
+        if ok is not None:
+            both = both & torch.as_tensor(ok, dtype=torch.bool, device=floor.device)
+    if not bool(both.any()):
+        return float("nan")
+    f = float(floor[both].mean())
+    above = float(base[both].mean()) - f
+    return (float(adv[both].mean()) - f) / above if above > 0 else float("nan")
 
 
 def topk_mask(m: torch.Tensor, k: float) -> torch.Tensor:

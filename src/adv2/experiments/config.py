@@ -28,6 +28,7 @@ Keys (defaults in :data:`DEFAULTS`)::
     target_map: benign                   # benign | other | shape | a map file (.png, .npy)
     transfer: {interpreters: false, models: []}   # measure under other interpreters / models
     budgets: default                     # default | fast | a mapping (adv2.experiments.budgets.BUDGETS)
+    defender_seeds: [0, 100]             # MASK (random) is also judged with these jitter seeds; [] for none
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ KEYS = {
     "target_map": "benign, other, shape, or a map file (.png, .jpg, .npy)",
     "transfer": "a mapping: interpreters (true/false), models (a list of models)",
     "budgets": "default, fast, or a mapping like adv2.experiments.budgets.BUDGETS['default']",
+    "defender_seeds": "the jitter seeds a random interpreter (MASK) is judged over: a list of at least two "
+                      "distinct integers the attack does not use, or [] for none",
 }
 DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels"),
              "photos": ("name", "n", "seed", "size", "augment")}
@@ -73,7 +76,8 @@ TRANSFER_KEYS = ("interpreters", "models")
 DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed": 0}, "device": "cpu",
             "batch_size": 32, "eps": 0.031, "alpha": 1 / 255, "interpreters": ["grad", "cam", "gradcam", "mask", "rts"],
             "attacks": ["pgd", "adv2", "stadv", "adv2-stadv"], "target_map": "benign",
-            "transfer": {"interpreters": False, "models": []}, "budgets": "default"}
+            "transfer": {"interpreters": False, "models": []}, "budgets": "default",
+            "defender_seeds": [0, 100]}
 
 
 def packaged_config(name: str) -> Path:
@@ -290,6 +294,10 @@ def _check(cfg: dict, source: str) -> None:
                                                                          and dev[5:].isdigit())):
         raise ValueError(f"{source}: device must be {KEYS['device']}, got {dev!r}")
     _int(cfg["batch_size"], "batch_size", 1)
+    ds = cfg["defender_seeds"]
+    if not (isinstance(ds, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ds)
+            and (not ds or len(set(ds)) == len(ds) >= 2)):
+        raise ValueError(f"{source}: defender_seeds must be {KEYS['defender_seeds']}, got {ds!r}")
     check_eps(cfg["eps"])
     check_positive(cfg["alpha"], "alpha")
     for key, known in (("interpreters", KNOWN), ("attacks", ATTACKS)):

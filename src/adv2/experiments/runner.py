@@ -47,6 +47,7 @@ from adv2.experiments.sources import (
 )
 from adv2.experiments.store import (
     FLOW_KEYS,
+    JUDGE_KEYS,
     SUMMARY_KEYS,
     DamagedFileError,
     RunStore,
@@ -182,6 +183,16 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
                 per_interp["adv2-stadv"][name] = ADV2(net, interps[name], perturbation="flow", **flow_kwargs)
         except TypeError as e:  # an unknown keyword from --set
             raise ValueError(f"bad setting for {name}: {e}") from None
+    defenders = set(cfg.get("defender_seeds") or ())
+    for a, by_name in per_interp.items():
+        for name, atk in by_name.items():
+            tr = getattr(atk, "tracker", None)
+            if getattr(interps[name], "random", False) and hasattr(tr, "n_seeds"):
+                used = defenders & set(range(tr.seed, tr.seed + tr.n_seeds))
+                if used:
+                    raise ValueError(f"defender_seeds {sorted(used)} are jitter seeds {a} uses against {name} "
+                                     f"(seeds {tr.seed}..{tr.seed + tr.n_seeds - 1}); a defender's seeds must be "
+                                     "ones the attack never saw")
     baselines = {}
     for a, cls, extra in (("pgd", PGD, dict(eps=cfg["eps"], alpha=cfg["alpha"])), ("stadv", StAdv, {})):
         if a in attacks:
@@ -256,7 +267,7 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
             if store.done(k):
                 store.discard_cells(k)
         work = _Work(baselines, interps, per_interp, attacks, policy, seed, transfer, others,
-                     model_name(cfg["model"]), device)
+                     model_name(cfg["model"]), device, defender_seeds=tuple(cfg.get("defender_seeds") or ()))
         plan = _plan(work)
         store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
                   f"({len(batches)} in all, batch size {batch_size}; {len(plan)} cells per batch: "
@@ -326,9 +337,10 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} img·cells [
 class _Cell:
     """One checkpointed piece of a batch: a baseline attack (``interpreter`` ``None``), an
     interpreter's maps (its benign and target maps and the baselines' maps, ``kind="maps"``), an
-    ADV² attack against one interpreter, or the transfer measurements (``kind="transfer"``)."""
+    ADV² attack against one interpreter, a random interpreter's maps under the defender seeds
+    (``kind="judge"``), or the transfer measurements (``kind="transfer"``)."""
 
-    kind: str  # "attack" | "maps" | "transfer"
+    kind: str  # "attack" | "maps" | "judge" | "transfer"
     attack: str | None = None
     interpreter: str | None = None
 
@@ -337,14 +349,14 @@ class _Cell:
         """The cell's name in file names and for its measured rates (the same in every batch)."""
         if self.kind == "attack":
             return self.attack if self.interpreter is None else f"{self.attack}-{self.interpreter}"
-        return f"maps-{self.interpreter}" if self.kind == "maps" else "transfer"
+        return f"{self.kind}-{self.interpreter}" if self.kind in ("maps", "judge") else "transfer"
 
     @property
     def label(self) -> str:
         """The cell as the bar and the log name it (``adv2 × mask``)."""
         if self.kind == "attack":
             return self.attack if self.interpreter is None else f"{self.attack} × {self.interpreter}"
-        return f"maps × {self.interpreter}" if self.kind == "maps" else "transfer"
+        return f"{self.kind} × {self.interpreter}" if self.kind in ("maps", "judge") else "transfer"
 
 
 @dataclasses.dataclass
@@ -362,17 +374,26 @@ class _Work:
     source: str
     device: torch.device
     on_split: object = None
+    defender_seeds: tuple = ()
+
+    def judged(self, name: str) -> bool:
+        """Whether interpreter ``name`` is judged over the defender seeds: it is random (MASK with
+        jitter) and the attacks aim at the benign map."""
+        return bool(self.defender_seeds) and self.policy == "benign" and getattr(self.interps[name], "random", False)
 
 
 def _plan(w: _Work) -> list[_Cell]:
     """The cells of a batch, in the order they run: the baselines, then per interpreter its maps
-    and the ADV² attacks against it, then the transfer measurements (if the config asks for any)."""
+    and the ADV² attacks against it, then the transfer measurements (if the config asks for any),
+    then, for each random interpreter, its maps under the defender seeds (last, so that adding them
+    moves no other cell's seed)."""
     cells = [_Cell("attack", a) for a in w.baselines]
     for name in w.interps:
         cells.append(_Cell("maps", interpreter=name))
         cells += [_Cell("attack", a, name) for a in w.attacks if a not in w.baselines]
     if w.transfer.get("interpreters") or w.others:
         cells.append(_Cell("transfer"))
+    cells += [_Cell("judge", interpreter=name) for name in w.interps if w.judged(name)]
     return cells
 
 
@@ -398,6 +419,10 @@ def _passes_estimate(cell: _Cell, w: _Work) -> float:
     if cell.kind == "maps":
         n_maps = 1 + (w.policy == "other") + sum(a in w.baselines for a in w.attacks)
         return n_maps * _map_passes(w.interps[cell.interpreter])
+    if cell.kind == "judge":
+        g = w.interps[cell.interpreter]
+        fresh = sum(s != getattr(g, "seed", None) for s in w.defender_seeds)
+        return fresh * (1 + len(w.attacks)) * _map_passes(g)
     made = [a for a in w.attacks if a not in w.baselines]
     per_interp = sum(_map_passes(g) for g in w.interps.values())
     est = len(made) * len(w.interps) * per_interp if w.transfer.get("interpreters") else 0.0
@@ -552,6 +577,14 @@ class _Batch:
                         b, name, res, target, ids, sec, x=x, labels=y, targets=ct,
                         iterations=iterations_of(w.baselines[b])))])
             return tensors, {"rows": rows}
+        if cell.kind == "judge":  # a random interpreter as a defender sees it: maps under seeds the attack never saw
+            g = w.interps[name]
+            examples = {a: (self.adv[(a, name)].x_adv, ct) for a in w.attacks}
+            known = {"benign": self.benign[name], **{a: self.adv[(a, name)].map for a in w.attacks}}
+            l1, floor = metrics.defender_distances(g, x, y, examples, w.defender_seeds, known=known)
+            rows = [[a, name, [dict(r, l1_defender=float(l1[a][j]), floor=float(floor[j]))
+                               for j, r in enumerate(self.rows[(a, name)])]] for a in w.attacks]
+            return {}, {"rows": rows}
         rows = []  # transfer: ADV² made against A, measured under every B (baselines ignore A)
         if w.transfer.get("interpreters"):
             for b in (b for b in w.attacks if b not in w.baselines):
@@ -672,9 +705,12 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     if trows:
         summary["transfer"] = _summarize_transfer(trows, examples)
     summary["seconds"] = round(sum(e["seconds"] for e in examples), 1)
-    flow = FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ()
+    extra = FLOW_KEYS if any(a in attacks for a in ("stadv", "adv2-stadv")) else ()
+    if any("l1_defender" in r for r in rows):  # a random interpreter judged over the defender seeds
+        extra = (*extra, *JUDGE_KEYS)
+        summary["defender_seeds"] = config.get("defender_seeds")
     # the tables' columns travel with the results: the report reads them from the run directory
-    summary["columns"] = {"rows": [*REPORT_KEYS, *flow], "transfer": list(TRANSFER_KEYS)}
+    summary["columns"] = {"rows": [*REPORT_KEYS, *extra], "transfer": list(TRANSFER_KEYS)}
     try:  # the device the batches ran on (``auto`` resolved on this machine)
         device = str(resolve_device(config.get("device", "cpu")))
     except ValueError:
@@ -692,7 +728,7 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     what = "predicted" if "true_labels" in tensors else "true"
     maps_figure(tensors["x"], maps, out / "maps.png", labels=labels,
                 title=f"{summary['model']}: benign map and the maps under each attack (rows: {what} → target class)")
-    keys = SUMMARY_KEYS + flow
+    keys = SUMMARY_KEYS + extra
     md = markdown_table(rows, keys) + "\n"
     if trows:
         md += "\n" + markdown_table(summary["transfer"], TRANSFER_KEYS) + "\n"

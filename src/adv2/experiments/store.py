@@ -26,16 +26,21 @@ from adv2._io import (
     write_safetensors,
 )
 from adv2._version import __version__
+from adv2.experiments.budgets import BASELINES
+from adv2.metrics import judged_ratio
 from adv2.models.factory import identity_mismatch
 from adv2.report.tables import format_table, markdown_table
 
-__all__ = ["FLOW_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95", "discard_run",
+__all__ = ["FLOW_KEYS", "JUDGE_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95", "discard_run",
            "env_info", "format_table", "git_sha", "markdown_table", "parse_shard", "summarize", "write_csv",
            "write_run"]
 
 SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1", "l2", "iou")
 #: Summary columns of the flow attacks (StAdv, ADV²-StAdv): mean |Δu|, |Δv| in pixels and ℓ_flow.
 FLOW_KEYS = ("flow_mean", "flow_loss")
+#: Summary columns of a random interpreter (MASK) judged over the defender seeds: the mean L1 to
+#: the benign map under the defender seeds, MASK's own floor, and (ADV² rows) the judged figure.
+JUDGE_KEYS = ("l1_defender", "floor", "judged")
 #: The metadata key of a cell file's record (:meth:`RunStore.save_cell`).
 CELL_KEY = "adv2.cell"
 
@@ -104,15 +109,39 @@ def summarize(examples: list[dict]) -> list[dict]:
             "iou": _mean([e["iou"] for e in ok]),
             "seconds": _mean([e.get("seconds", 0.0) for e in es]),
         }
-        for k in FLOW_KEYS:
-            if any(e.get(k) is not None for e in es):
-                row[k] = _mean([e[k] for e in ok if e.get(k) is not None])
+        for k in (*FLOW_KEYS, *JUDGE_KEYS[:2]):
+            if any(e.get(k) not in (None, "") for e in es):
+                row[k] = _mean([e[k] for e in ok if e.get(k) not in (None, "")])
         row["success_rate_ci95"] = ci95([float(bool(e["success"])) for e in es])
         for k in ("confidence", "l1", "l2", "iou", *FLOW_KEYS):
             if k in row:
                 row[f"{k}_ci95"] = ci95([e[k] for e in ok if e.get(k) is not None])
         rows.append(row)
+    _add_judged(rows, groups)
     return rows
+
+
+def _add_judged(rows: list[dict], groups: dict) -> None:
+    """``judged`` on each ADV² row judged over the defender seeds: ``(ADV² − floor) / (baseline −
+    floor)`` over the examples both succeeded on (:func:`adv2.metrics.judged_ratio`)."""
+    for row in rows:
+        base = BASELINES.get(row["attack"])
+        key = (base, row["interpreter"])
+        if base is None or key not in groups or "l1_defender" not in row:
+            continue
+        by_index = {e["index"]: e for e in groups[key]}
+        pairs = [(e, by_index[e["index"]]) for e in groups[(row["attack"], row["interpreter"])]
+                 if e["index"] in by_index and e.get("l1_defender") not in (None, "")
+                 and by_index[e["index"]].get("l1_defender") not in (None, "")]
+        if not pairs:
+            continue
+
+        def col(k, which):
+            return torch.tensor([float(p[which][k]) for p in pairs])
+
+        ok = [torch.tensor([bool(p[which]["success"]) for p in pairs]) for which in (0, 1)]
+        value = judged_ratio(col("l1_defender", 0), col("l1_defender", 1), col("floor", 0), ok[0], ok[1])
+        row["judged"] = None if value != value else value  # nan (nothing to judge) is stored as null
 
 
 def write_run(run_dir: str | Path, config: dict | None, env: dict, examples: list[dict], summary: dict,

@@ -32,6 +32,9 @@ class Interpreter:
     """
 
     name = "interpreter"
+    #: Whether two runs on the same image may give different maps (MASK's jitter): such an
+    #: interpreter is judged over defender seeds (:func:`adv2.metrics.judged_ratio`).
+    random = False
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -32,6 +32,7 @@ to follow the optimum as the image changes (:class:`MaskTracker`).
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 
@@ -171,6 +172,17 @@ class Mask(Interpreter):
         self.l1, self.tv, self.beta = float(l1), float(tv), float(beta)
         self.blur_sigma, self.jitter, self.init, self.seed = float(blur_sigma), jitter, float(init), seed
         self.betas, self.adam_eps = (0.9, 0.999), 1e-8
+
+    @property
+    def random(self) -> bool:
+        """MASK is random through its jitter: another ``seed`` gives another map of the same image."""
+        return self.jitter > 0
+
+    def with_seed(self, seed: int) -> Mask:
+        """The same MASK with the jitter seed ``seed`` (a defender's run of it)."""
+        other = copy.copy(self)
+        other.seed = int(seed)
+        return other
 
     # ------------------------------------------------------------------ geometry
     def mask_size(self, x: torch.Tensor) -> tuple[int, int]:
