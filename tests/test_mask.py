@@ -123,11 +123,28 @@ def test_unrolled_steps_give_finite_nonzero_gradients(resnet_model, batch):
         ({"jitter": -1}, "mask jitter"),
         ({"init": 2}, r"mask init must be in \[0, 1\]"),
         ({"game": "hide"}, "unknown mask game"),
+        ({"lr_schedule": "step"}, "unknown mask lr_schedule 'step'"),
     ],
 )
 def test_bad_mask_parameters(resnet_model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Mask(resnet_model, **kwargs)
+
+
+def test_lr_schedule_and_its_use_by_adam(resnet_model, batch):
+    """Cosine: lr at step 0, lr/10 at the last step and beyond; Adam's step from zero moments at
+    step k + 1 moves a pixel by lr_k · (0.1 / (1 − 0.9^(k+1))) / sqrt(0.001 / (1 − 0.999^(k+1)))."""
+    g = Mask(resnet_model, steps=10, lr=0.1, lr_schedule="cosine", init=0.5)
+    assert g.lr_at(0) == pytest.approx(0.1) and g.lr_at(5) == pytest.approx(0.055)
+    assert g.lr_at(10) == pytest.approx(0.01) and g.lr_at(50) == pytest.approx(0.01)
+    assert Mask(resnet_model, lr=0.1).lr_at(7) == 0.1
+    x, y, _, _ = batch
+    state = g.start(x[:2])
+    state.step = 10  # past the schedule: lr / 10
+    sal, _ = g.solve(x[:2], y[:2], state=state, steps=1)
+    moved = (sal - 0.5).abs()
+    factor = (0.1 / (1 - 0.9**11)) / (0.001 / (1 - 0.999**11)) ** 0.5
+    assert float(moved.max()) == pytest.approx(0.01 * factor, rel=1e-3)
 
 
 def test_mask_larger_than_image(resnet_model, batch):

@@ -33,6 +33,7 @@ to follow the optimum as the image changes (:class:`MaskTracker`).
 from __future__ import annotations
 
 import copy
+import math
 import random
 from dataclasses import dataclass
 
@@ -147,10 +148,11 @@ class Mask(Interpreter):
 
     name = "mask"
     GAMES = ("preserve", "delete")
+    LR_SCHEDULES = ("constant", "cosine")
 
     def __init__(self, model, game: str = "delete", size: int | None = None, steps: int = 300, lr: float = 0.1,
                  l1: float = 0.3, tv: float = 1.0, beta: float = 3.0, blur_sigma: float = 10.0, jitter: int = 1,
-                 init: float = 1.0, seed: int = 0):
+                 init: float = 1.0, seed: int = 0, lr_schedule: str = "constant"):
         super().__init__(model)
         if game not in self.GAMES:
             raise ValueError(f"unknown mask game {game!r}; expected one of {self.GAMES}")
@@ -168,6 +170,9 @@ class Mask(Interpreter):
             raise ValueError(f"mask jitter must be a non-negative integer, got {jitter!r}")
         if not isinstance(init, (int, float)) or isinstance(init, bool) or not 0 <= init <= 1:
             raise ValueError(f"mask init must be in [0, 1], got {init!r}")
+        if lr_schedule not in self.LR_SCHEDULES:
+            raise ValueError(f"unknown mask lr_schedule {lr_schedule!r}; expected one of {self.LR_SCHEDULES}")
+        self.lr_schedule = lr_schedule
         self.game, self.size, self.steps, self.lr = game, size, steps, float(lr)
         self.l1, self.tv, self.beta = float(l1), float(tv), float(beta)
         self.blur_sigma, self.jitter, self.init, self.seed = float(blur_sigma), jitter, float(init), seed
@@ -192,6 +197,14 @@ class Mask(Interpreter):
         if self.size > min(h, w):
             raise ValueError(f"mask size {self.size} is larger than the image ({h}×{w})")
         return self.size, self.size
+
+    def lr_at(self, k: int) -> float:
+        """Adam's rate at step ``k`` (0-based): ``lr`` throughout (``"constant"``), or (``"cosine"``)
+        from ``lr`` down to ``lr / 10`` over ``steps``, then ``lr / 10`` for any step beyond."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        low = self.lr / 10
+        return low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * min(k, self.steps) / self.steps))
 
     def blurred(self, x: torch.Tensor) -> torch.Tensor:
         """The image with its information removed: a Gaussian blur, σ = ``blur_sigma``."""
@@ -258,11 +271,12 @@ class Mask(Interpreter):
                 offsets = jitter_offsets(seeds, k, self.jitter)
                 loss = self.objective(x, blur, m, target, offsets, smooth=smooth).sum()
                 (g,) = torch.autograd.grad(loss, m, create_graph=create_graph)
+                lr = self.lr_at(k)
                 k += 1
                 v1 = b1 * v1 + (1 - b1) * g
                 v2 = b2 * v2 + (1 - b2) * (g * g).detach()
                 denom = (v2 / (1 - b2**k)).sqrt() + self.adam_eps
-                raw = m - self.lr * (v1 / (1 - b1**k)) / denom
+                raw = m - lr * (v1 / (1 - b1**k)) / denom
                 m = _straight_through_clamp(raw) if create_graph else raw.clamp(0, 1)
         new = MaskState(m, v1, v2, k)
         if not create_graph:
@@ -294,9 +308,9 @@ class Mask(Interpreter):
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds)
 
     def __repr__(self):
-        return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, l1={self.l1}, "
-                f"tv={self.tv}, "
-                f"beta={self.beta}, jitter={self.jitter}, seed={self.seed})")
+        return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, "
+                f"lr_schedule={self.lr_schedule!r}, l1={self.l1}, tv={self.tv}, beta={self.beta}, "
+                f"blur_sigma={self.blur_sigma}, jitter={self.jitter}, init={self.init}, seed={self.seed})")
 
 
 class MaskTracker(MapTracker):
