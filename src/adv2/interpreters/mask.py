@@ -75,14 +75,15 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(x, [k, k], [sigma, sigma])
 
 
-def jitter_offsets(seeds: list[int], step: int, radius: int) -> torch.Tensor:
-    """Integer offsets ``(N, 2)`` in ``[−radius, radius]`` for Adam step ``step`` of each example,
-    a pure function of ``(seed, step)``: a resumed optimisation sees the jitter it would have seen."""
+def jitter_offsets(seeds: list[int], step: int, radius: int, draw: int = 0) -> torch.Tensor:
+    """Integer offsets ``(N, 2)`` in ``[−radius, radius]`` for Adam step ``step`` of each example
+    (its ``draw``-th shift there, with several jitter draws per step), a pure function of ``(seed,
+    step, draw)``: a resumed optimisation sees the jitter it would have seen."""
     out = []
     cache: dict[int, tuple[int, int]] = {}
     for s in seeds:
         if s not in cache:
-            r = random.Random(f"adv2-mask-jitter:{s}:{step}")
+            r = random.Random(f"adv2-mask-jitter:{s}:{step}" + (f":{draw}" if draw else ""))
             cache[s] = (r.randint(-radius, radius), r.randint(-radius, radius))
         out.append(cache[s])
     return torch.tensor(out, dtype=torch.long)
@@ -141,7 +142,10 @@ class Mask(Interpreter):
     - ``blur_sigma``: σ of the Gaussian blur of the image, in pixels (the authors' 10).
     - ``jitter``: each step the perturbed image is shifted by up to ``jitter`` pixels in each
       direction (reflective border), drawn from the example's seed, so the mask cannot exploit
-      single pixels.
+      single pixels. ``jitter_draws``: the shifts averaged per step (the objective's expectation
+      over the jitter, as one batch of that many copies; 1, a single shift, is Fong & Vedaldi's).
+    - ``lr_schedule``: ``"constant"`` (the authors') or ``"cosine"`` (down to ``lr / 10`` over
+      ``steps``, :meth:`lr_at`).
     - ``init``: the saliency every pixel starts from (1: everything deleted, the default).
     - ``seed``: the jitter seed used by ``g(x, c)``; :meth:`solve` also takes per-example seeds.
     """
@@ -152,7 +156,7 @@ class Mask(Interpreter):
 
     def __init__(self, model, game: str = "delete", size: int | None = None, steps: int = 300, lr: float = 0.1,
                  l1: float = 0.3, tv: float = 1.0, beta: float = 3.0, blur_sigma: float = 10.0, jitter: int = 1,
-                 init: float = 1.0, seed: int = 0, lr_schedule: str = "constant"):
+                 init: float = 1.0, seed: int = 0, lr_schedule: str = "constant", jitter_draws: int = 1):
         super().__init__(model)
         if game not in self.GAMES:
             raise ValueError(f"unknown mask game {game!r}; expected one of {self.GAMES}")
@@ -170,6 +174,9 @@ class Mask(Interpreter):
             raise ValueError(f"mask jitter must be a non-negative integer, got {jitter!r}")
         if not isinstance(init, (int, float)) or isinstance(init, bool) or not 0 <= init <= 1:
             raise ValueError(f"mask init must be in [0, 1], got {init!r}")
+        if not isinstance(jitter_draws, int) or isinstance(jitter_draws, bool) or jitter_draws < 1:
+            raise ValueError(f"mask jitter_draws must be a positive integer, got {jitter_draws!r}")
+        self.jitter_draws = jitter_draws
         if lr_schedule not in self.LR_SCHEDULES:
             raise ValueError(f"unknown mask lr_schedule {lr_schedule!r}; expected one of {self.LR_SCHEDULES}")
         self.lr_schedule = lr_schedule
@@ -268,8 +275,15 @@ class Mask(Interpreter):
                     m = m.detach().requires_grad_(True)
                 elif not m.requires_grad:
                     m = m.requires_grad_(True)
-                offsets = jitter_offsets(seeds, k, self.jitter)
-                loss = self.objective(x, blur, m, target, offsets, smooth=smooth).sum()
+                j = self.jitter_draws if self.jitter > 0 else 1
+                if j == 1:
+                    offsets = jitter_offsets(seeds, k, self.jitter)
+                    loss = self.objective(x, blur, m, target, offsets, smooth=smooth).sum()
+                else:  # the expectation over j shifts, as one batch of j copies
+                    offsets = torch.cat([jitter_offsets(seeds, k, self.jitter, d) for d in range(j)])
+                    rep = (j, 1, 1, 1)
+                    loss = self.objective(x.repeat(rep), blur.repeat(rep), m.repeat(rep), target.repeat(j), offsets,
+                                          smooth=smooth).view(j, n).mean(0).sum()
                 (g,) = torch.autograd.grad(loss, m, create_graph=create_graph)
                 lr = self.lr_at(k)
                 k += 1
@@ -310,7 +324,8 @@ class Mask(Interpreter):
     def __repr__(self):
         return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, "
                 f"lr_schedule={self.lr_schedule!r}, l1={self.l1}, tv={self.tv}, beta={self.beta}, "
-                f"blur_sigma={self.blur_sigma}, jitter={self.jitter}, init={self.init}, seed={self.seed})")
+                f"blur_sigma={self.blur_sigma}, jitter={self.jitter}, jitter_draws={self.jitter_draws}, init={self.init}, "
+                f"seed={self.seed})")
 
 
 class MaskTracker(MapTracker):
