@@ -147,6 +147,30 @@ def test_lr_schedule_and_its_use_by_adam(resnet_model, batch):
     assert float(moved.max()) == pytest.approx(0.01 * factor, rel=1e-3)
 
 
+def test_jitter_draws_average_the_objective_over_the_shifts(resnet_model, batch):
+    """With ``jitter_draws=2`` Adam's first step follows the gradient of the mean of the objective
+    under the step's two shifts (draw 0 is the single-draw shift); 1 draw is the plain method."""
+    from adv2.interpreters.mask import jitter_offsets
+
+    x, y, _, _ = batch
+    x, y = x[:2], y[:2]
+    g = Mask(resnet_model, steps=1, lr=0.05, init=0.5, jitter=2, jitter_draws=2)
+    sal, _ = g.solve(x, y, seed=torch.tensor([3, 4]))
+    s0 = g.start(x).saliency.requires_grad_(True)
+    blur = g.blurred(x)
+    objs = [g.objective(x, blur, s0, y, jitter_offsets([3, 4], 0, 2, d)) for d in range(2)]
+    (grad,) = torch.autograd.grad(((objs[0] + objs[1]) / 2).sum(), s0)
+    # Adam's first step: lr · m̂ / (sqrt(v̂) + eps) = lr · g / (|g| + eps)
+    want = (0.5 - 0.05 * grad / (grad.abs() + g.adam_eps)).clamp(0, 1)
+    torch.testing.assert_close(sal, want, atol=1e-5, rtol=0)
+    one = Mask(resnet_model, steps=1, lr=0.05, init=0.5, jitter=2)
+    torch.testing.assert_close(one.solve(x, y, seed=torch.tensor([3, 4]))[0],
+                               Mask(resnet_model, steps=1, lr=0.05, init=0.5, jitter=2, jitter_draws=1).solve(
+                                   x, y, seed=torch.tensor([3, 4]))[0], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="jitter_draws must be a positive integer"):
+        Mask(resnet_model, jitter_draws=0)
+
+
 def test_mask_larger_than_image(resnet_model, batch):
     x, y, _, _ = batch
     with pytest.raises(ValueError, match="mask size 65 is larger than the image"):
