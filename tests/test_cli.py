@@ -146,9 +146,9 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_demo_fast_shows_the_papers_point(tmp_path):
     """`adv2 demo --fast` end to end: ADV² success >= 90% and L1 <= 1/2 of PGD's for grad, cam,
-    gradcam, rts. MASK (a jittered optimisation, so its numbers may move with the platform's float
-    rounding): success >= 90% and L1 <= 0.6 of PGD's (0.47 measured on the reference machine, README).
-    ADV²-StAdv against StAdv likewise, with the looser bounds below."""
+    gradcam, rts. MASK (random: its jitter) as a defender sees it: success >= 90% and the judged
+    figure over the defender seeds, (ADV² − floor) / (PGD − floor), <= 1/2 (0.40 measured,
+    docs/results.md). ADV²-StAdv against StAdv likewise, with the looser bounds below."""
     # a hang guard, not a speed bar (the README times the demo): 6.5 min on the reference machine,
     # over 15 on a 2-core machine 4× slower at MASK
     # the demo alone on the machine, as a user runs it: both cores
@@ -159,7 +159,10 @@ def test_demo_fast_shows_the_papers_point(tmp_path):
     for interp in ("grad", "cam", "gradcam", "mask", "rts"):
         adv, pgd = by[("adv2", interp)], by[("pgd", interp)]
         assert adv["success_rate"] >= 0.9, adv
-        assert adv["l1"] <= (0.6 if interp == "mask" else 0.5) * pgd["l1"], (adv, pgd)
+        if interp == "mask":
+            assert pgd["l1_defender"] > pgd["floor"] and adv["judged"] <= 0.5, (adv, pgd)
+        else:
+            assert adv["l1"] <= 0.5 * pgd["l1"], (adv, pgd)
     # the flow variant: reaches the target, and keeps the map closer than StAdv (grad: by less,
     # mask: not at all yet, see the README)
     for interp, bound in (("grad", 0.85), ("cam", 0.6), ("gradcam", 0.6), ("rts", 0.6), ("mask", None)):
