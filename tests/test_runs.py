@@ -153,6 +153,7 @@ def test_mask_is_judged_over_the_defender_seeds(reference):
     assert {"l1_defender", "floor", "judged"} <= set(summary["columns"]["rows"])
     judged = {r["attack"]: r for r in summary["rows"] if r["interpreter"] == "mask"}
     assert "judged" in judged["adv2"] and "judged" not in judged["pgd"]
+    assert "re-solved with the defender seeds [0, 100]" in (reference / "report.md").read_text()
     t = load_file(reference / "tensors.safetensors")
     model = adv2.models.load("shapes-resnet")
     g = adv2.interpreters.get("mask", model, steps=8)
