@@ -31,9 +31,9 @@ from adv2.metrics import judged_ratio
 from adv2.models.factory import identity_mismatch
 from adv2.report.tables import format_table, markdown_table
 
-__all__ = ["FLOW_KEYS", "JUDGE_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95", "discard_run",
-           "env_info", "format_table", "git_sha", "markdown_table", "parse_shard", "summarize", "write_csv",
-           "write_run"]
+__all__ = ["FLOW_KEYS", "JUDGE_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95",
+           "discard_run", "env_info", "format_table", "git_sha", "markdown_table", "parse_shard", "summarize",
+           "write_csv", "write_run"]
 
 SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1", "l2", "iou")
 #: Summary columns of the flow attacks (StAdv, ADV²-StAdv): mean |Δu|, |Δv| in pixels and ℓ_flow.
@@ -136,11 +136,10 @@ def _add_judged(rows: list[dict], groups: dict) -> None:
         if not pairs:
             continue
 
-        def col(k, which):
-            return torch.tensor([float(p[which][k]) for p in pairs])
-
+        adv, base_l1, floor = (torch.tensor([float(p[which][k]) for p in pairs])
+                               for k, which in (("l1_defender", 0), ("l1_defender", 1), ("floor", 0)))
         ok = [torch.tensor([bool(p[which]["success"]) for p in pairs]) for which in (0, 1)]
-        value = judged_ratio(col("l1_defender", 0), col("l1_defender", 1), col("floor", 0), ok[0], ok[1])
+        value = judged_ratio(adv, base_l1, floor, ok[0], ok[1])
         row["judged"] = None if value != value else value  # nan (nothing to judge) is stored as null
 
 

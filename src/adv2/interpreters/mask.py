@@ -324,8 +324,8 @@ class Mask(Interpreter):
     def __repr__(self):
         return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, "
                 f"lr_schedule={self.lr_schedule!r}, l1={self.l1}, tv={self.tv}, beta={self.beta}, "
-                f"blur_sigma={self.blur_sigma}, jitter={self.jitter}, jitter_draws={self.jitter_draws}, init={self.init}, "
-                f"seed={self.seed})")
+                f"blur_sigma={self.blur_sigma}, jitter={self.jitter}, jitter_draws={self.jitter_draws}, "
+                f"init={self.init}, seed={self.seed})")
 
 
 class MaskTracker(MapTracker):
