@@ -146,13 +146,13 @@ def test_mask_is_judged_over_the_defender_seeds(reference):
 
     examples = rows(reference)
     mask_rows = [r for r in examples if r["interpreter"] == "mask"]
-    assert mask_rows and all(r["l1_defender"] != "" and r["floor"] != "" for r in mask_rows)
+    assert mask_rows and all(r["l1_defender"] != "" and r["noise_floor"] != "" for r in mask_rows)
     assert all(r["l1_defender"] == "" for r in examples if r["interpreter"] == "cam")
     summary = json.loads((reference / "summary.json").read_text())
     assert summary["defender_seeds"] == [0, 100]
-    assert {"l1_defender", "floor", "judged"} <= set(summary["columns"]["rows"])
+    assert {"l1_defender", "noise_floor", "judged_ratio"} <= set(summary["columns"]["rows"])
     judged = {r["attack"]: r for r in summary["rows"] if r["interpreter"] == "mask"}
-    assert "judged" in judged["adv2"] and "judged" not in judged["pgd"]
+    assert "judged_ratio" in judged["adv2"] and "judged_ratio" not in judged["pgd"]
     assert "re-solved with the defender seeds [0, 100]" in (reference / "report.md").read_text()
     t = load_file(reference / "tensors.safetensors")
     model = adv2.models.load("shapes-resnet")
@@ -164,4 +164,4 @@ def test_mask_is_judged_over_the_defender_seeds(reference):
     got = {int(r["index"]): r for r in mask_rows if r["attack"] == "pgd"}
     for j, i in enumerate(t["index"].tolist()):
         assert float(got[i]["l1_defender"]) == pytest.approx(float(pgd[j]), abs=1e-5)
-        assert float(got[i]["floor"]) == pytest.approx(float(floor[j]), abs=1e-5)
+        assert float(got[i]["noise_floor"]) == pytest.approx(float(floor[j]), abs=1e-5)

@@ -582,7 +582,7 @@ class _Batch:
             examples = {a: (self.adv[(a, name)].x_adv, ct) for a in w.attacks}
             known = {"benign": self.benign[name], **{a: self.adv[(a, name)].map for a in w.attacks}}
             l1, floor = metrics.defender_distances(g, x, y, examples, w.defender_seeds, known=known)
-            rows = [[a, name, [dict(r, l1_defender=float(l1[a][j]), floor=float(floor[j]))
+            rows = [[a, name, [dict(r, l1_defender=float(l1[a][j]), noise_floor=float(floor[j]))
                                for j, r in enumerate(self.rows[(a, name)])]] for a in w.attacks]
             return {}, {"rows": rows}
         rows = []  # transfer: ADV² made against A, measured under every B (baselines ignore A)

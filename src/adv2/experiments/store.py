@@ -40,7 +40,7 @@ SUMMARY_KEYS = ("attack", "interpreter", "n", "success_rate", "confidence", "l1"
 FLOW_KEYS = ("flow_mean", "flow_loss")
 #: Summary columns of a random interpreter (MASK) judged over the defender seeds: the mean L1 to
 #: the benign map under the defender seeds, MASK's own floor, and (ADV² rows) the judged figure.
-JUDGE_KEYS = ("l1_defender", "floor", "judged")
+JUDGE_KEYS = ("l1_defender", "noise_floor", "judged_ratio")
 #: The metadata key of a cell file's record (:meth:`RunStore.save_cell`).
 CELL_KEY = "adv2.cell"
 
@@ -122,7 +122,7 @@ def summarize(examples: list[dict]) -> list[dict]:
 
 
 def _add_judged(rows: list[dict], groups: dict) -> None:
-    """``judged`` on each ADV² row judged over the defender seeds: ``(ADV² − floor) / (baseline −
+    """``judged_ratio`` on each ADV² row judged over the defender seeds: ``(ADV² − floor) / (baseline −
     floor)`` over the examples both succeeded on (:func:`adv2.metrics.judged_ratio`)."""
     for row in rows:
         base = BASELINES.get(row["attack"])
@@ -137,10 +137,10 @@ def _add_judged(rows: list[dict], groups: dict) -> None:
             continue
 
         adv, base_l1, floor = (torch.tensor([float(p[which][k]) for p in pairs])
-                               for k, which in (("l1_defender", 0), ("l1_defender", 1), ("floor", 0)))
+                               for k, which in (("l1_defender", 0), ("l1_defender", 1), ("noise_floor", 0)))
         ok = [torch.tensor([bool(p[which]["success"]) for p in pairs]) for which in (0, 1)]
         value = judged_ratio(adv, base_l1, floor, ok[0], ok[1])
-        row["judged"] = None if value != value else value  # nan (nothing to judge) is stored as null
+        row["judged_ratio"] = None if value != value else value  # nan (nothing to judge) is stored as null
 
 
 def write_run(run_dir: str | Path, config: dict | None, env: dict, examples: list[dict], summary: dict,

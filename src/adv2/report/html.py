@@ -124,12 +124,12 @@ def build_report(run_dir: str | Path, max_rows: int = 4) -> Path:
 
     p = summary_figure(rows, figs / "summary.png", title=f"{source}: success rate and L1 to the target map")
     legend = ""
-    if "judged" in keys:
+    if "judged_ratio" in keys:
         legend = (f"A random interpreter's maps (MASK's jitter) re-solved with the defender seeds "
                   f"{summary.get('defender_seeds')}: l1_defender is the mean L1 to the benign map of the same "
-                  "seed, floor the L1 between two seeds' benign maps (the interpreter's own noise), judged = "
-                  "(ADV² − floor) / (baseline − floor) over the images both attacks succeeded on: 0 is as close "
-                  "as a second run of the interpreter, 1 no closer than the baseline.")
+                  "seed, noise_floor the L1 between two seeds' benign maps (the interpreter's own noise), "
+                  "judged_ratio = (ADV² − floor) / (baseline − floor) over the images both attacks succeeded on: "
+                  "0 is as close as a second run of the interpreter, 1 no closer than the baseline.")
     sections.append(("Summary", _table(rows, keys) + (f"<p>{html.escape(legend)}</p>" if legend else "")
                      + _img(p, "success rate and L1 per interpreter"),
                      markdown_table(rows, [k for k in keys if any(k in r for r in rows)])
