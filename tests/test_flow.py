@@ -90,6 +90,32 @@ def test_stadv_reaches_the_target_by_moving_pixels(resnet_model, shapes_test):
     torch.testing.assert_close(other.flow, res.flow[perm], atol=1e-5, rtol=0)
 
 
+def test_stadv_at_a_given_flow_size(resnet_model, shapes_test):
+    """``flow_mean=f``: the successful iterate whose mean flow is closest to ``f``;
+    :func:`stadv_at_flow` takes the closest over several τ, and meets sizes several times
+    StAdv's own within 10% on the mean."""
+    from adv2.attacks import StAdv
+    from adv2.attacks.stadv import mean_flow, stadv_at_flow
+
+    xs, y, _ = shapes_test
+    xs, ct = xs[:4], (y[:4] + 1) % 10
+    own = StAdv(resnet_model, steps=100)(xs, ct)
+    ok = own.success
+    want = 3 * mean_flow(own.flow)
+    single = StAdv(resnet_model, tau=1e-5, steps=100)(xs, ct, flow_mean=want)
+    assert torch.equal(single.x_adv, warp(xs, single.flow)) and single.success[ok].all()
+    matched = stadv_at_flow(resnet_model, xs, ct, want, steps=100)
+    got = mean_flow(matched.flow)
+    assert matched.success[ok].all() and ok.sum() >= 3
+    assert abs(got[ok].mean() - want[ok].mean()) <= 0.1 * want[ok].mean(), (got, want)
+    # no single τ is closer on any example than the combination
+    assert ((got - want).abs() <= (mean_flow(single.flow) - want).abs() + 1e-6)[ok].all()
+    with pytest.raises(ValueError, match="flow_mean must be"):
+        StAdv(resnet_model, steps=1)(xs, ct, flow_mean=torch.ones(3))
+    with pytest.raises(ValueError, match="flow_mean must be"):
+        StAdv(resnet_model, steps=1)(xs, ct, flow_mean=-torch.ones(4))
+
+
 @pytest.mark.parametrize("kwargs", [dict(tau=-1.0), dict(tau=float("nan")), dict(steps=-1), dict(lr=0),
                                     dict(betas=(0.9, 1.0))])
 def test_stadv_bad_settings_are_clear_errors(resnet_model, kwargs):

@@ -68,8 +68,20 @@ def test_paper_budgets_belong_to_the_interpreter(resnet_model):
     assert g.paper_budget("linf") == PAPER_DEFAULTS["grad"] and g.paper_budget("flow") == FLOW_DEFAULTS["grad"]
     atk = ADV2.paper(resnet_model, g, perturbation="flow")
     assert (atk.steps, atk.warmup, atk.lam, atk.tau) == (800, 0, FLOW_DEFAULTS["grad"]["lam"], 5e-4)
+    # MASK: the library's default is the robust, affordable scheme; the paper's is one call away
     atk = ADV2(resnet_model, Mask(resnet_model))
-    assert isinstance(atk.perturbation, LinfSearch) and (atk.steps, atk.n_step, atk.n_reset) == (1000, 4, 50)
+    assert isinstance(atk.perturbation, LinfSearch)
+    assert (atk.warmup, atk.steps, atk.n_step, atk.n_reset, atk.n_seeds, atk.alpha_max) == (50, 100, 2, 25, 2, 0.3)
+    paper = ADV2.paper(resnet_model, Mask(resnet_model))
+    assert (paper.warmup, paper.steps, paper.n_step, paper.n_reset, paper.n_seeds, paper.alpha_max) == (
+        300, 1000, 4, 50, 1, 0.08)
+    assert ADV2.paper(resnet_model, Mask(resnet_model), steps=10, n_seeds=3).n_seeds == 3
+    flow = ADV2.paper(resnet_model, Mask(resnet_model), perturbation="flow")
+    assert (flow.warmup, flow.steps, flow.n_seeds) == (0, 1000, 1)
+    assert (ADV2(resnet_model, Mask(resnet_model), perturbation="flow").steps, Mask(resnet_model).attack_budget(
+        "flow")["warmup"]) == (100, 50)
+    with pytest.raises(ValueError, match="n_step given to ADV2 with a tracker"):
+        ADV2.paper(resnet_model, Mask(resnet_model).tracker(), n_step=3)
 
 
 class _Custom(Interpreter):
@@ -154,7 +166,7 @@ def test_flat_keys_cover_every_old_keyword():
     old = {"eps", "alpha", "lam", "lam_schedule", "alpha_schedule", "step_rule", "alpha_max", "n_bs", "n_step",
            "n_reset", "n_seeds", "mask_loss", "lam_enc", "tau", "flow_lr", "flow_lr_schedule", "betas", "lam_adapt",
            "measure", "k"}
-    assert old == set(FLAT_KEYS)
+    assert old | {"unroll_draws", "unroll_seeds"} == set(FLAT_KEYS)  # MASK's tracker options, new
 
 
 def test_surrogate_temperature_old_spelling_warns(resnet_model):

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "package.module:function (imported from the working directory)")
     d.add_argument("--weights", default=None, help="state dict (.safetensors / .pth) for --model")
     d.add_argument("-n", "--n", type=int, default=None, dest="n",
-                   help="number of test images (default 32, --fast 12); under torchrun write -n (torchrun "
+                   help="number of test images (default 12, --fast 8); under torchrun write -n (torchrun "
                         "reads --n as an abbreviation of its own options)")
     d.add_argument("--out", default=None, help="run directory (default runs/demo-MODEL[-fast])")
     d.add_argument("--seed", type=int, default=0)

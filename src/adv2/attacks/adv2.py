@@ -62,6 +62,8 @@ FLAT_KEYS = {
     "n_reset": ("tracker", "n_reset"),
     "n_seeds": ("tracker", "n_seeds"),
     "mask_loss": ("tracker", "mask_loss"),
+    "unroll_draws": ("tracker", "unroll_draws"),
+    "unroll_seeds": ("tracker", "unroll_seeds"),
     "lam_enc": ("tracker", "lam_enc"),
 }
 
@@ -161,7 +163,7 @@ class ADV2:
         g = tracker.g
         self.model, self.interpreter, self.tracker, self.progress = model, g, tracker, progress
         self.perturbation = self._perturbation(g, perturbation, given)
-        row = g.paper_budget(self.perturbation.name)
+        row = g.attack_budget(self.perturbation.name)
         if isinstance(self.perturbation, Flow) and self.perturbation.tau is None:
             self.perturbation = self.perturbation.replace(tau=row.get("tau", 5e-4))
         self.objective = self._objective(objective, given["objective"], row)
@@ -178,8 +180,25 @@ class ADV2:
 
     @classmethod
     def paper(cls, model: torch.nn.Module, interpreter, perturbation: str = "linf", **kwargs) -> ADV2:
-        """The paper's attack: the interpreter's Table 10 (``"linf"``) or Table 11 (``"flow"``) budget,
-        the paper's perturbation settings (ε = 0.031, α = 1/255; τ) and λ schedule."""
+        """The paper's attack: the interpreter's Table 10 (``"linf"``) or Table 11 (``"flow"``) budget
+        (``g.paper_budget(...)``: its iterations and, for MASK, one attack seed, ``n_step=4``,
+        ``n_reset=50`` and the line search's ``alpha_max=0.08``), the paper's perturbation settings
+        (ε = 0.031, α = 1/255; τ) and λ schedule. Keywords override any of them. ``ADV2(model, g)``
+        differs only where the interpreter's :meth:`~adv2.interpreters.Interpreter.attack_budget`
+        does (MASK)."""
+        g = interpreter.g if isinstance(interpreter, MapTracker) else interpreter
+        name = perturbation if isinstance(perturbation, str) else getattr(perturbation, "name", "linf")
+        row = g.paper_budget(name) if name in PERTURBATIONS else {}
+        for key in ("steps", "warmup"):
+            if key in row:
+                kwargs.setdefault(key, row[key])
+        if not isinstance(interpreter, MapTracker):
+            for key in ("n_step", "n_reset", "n_seeds"):
+                if key in row:
+                    kwargs.setdefault(key, row[key])
+        if (perturbation == "linf" and kwargs.get("step_rule", row.get("step_rule")) == "search"
+                and "alpha_max" in row):
+            kwargs.setdefault("alpha_max", row["alpha_max"])
         return cls(model, interpreter, perturbation=perturbation, **kwargs)
 
     @staticmethod
@@ -219,13 +238,16 @@ class ADV2:
             raise ValueError(f"{key} applies to perturbation='flow' (Flow(tau, lr, lr_schedule, betas)); "
                              "the L∞ box has eps, alpha, alpha_schedule and the line search's alpha_max, n_bs")
         rule = linf.pop("step_rule", None)
+        row = g.attack_budget("linf")
         if rule is None:
-            rule = g.paper_budget("linf").get("step_rule", "sign")
+            rule = row.get("step_rule", "sign")
         if rule not in STEP_RULES:
             raise ValueError(f"unknown step_rule {rule!r}; expected one of {STEP_RULES}")
         if rule == "search":
             if "schedule" in linf:
                 raise ValueError("alpha_schedule applies to step_rule='sign'; the line search has alpha_max and n_bs")
+            if "alpha_max" in row:
+                search.setdefault("max_length", row["alpha_max"])
             return _build(LinfSearch, {**linf, **search}, "linf", "search")
         if search:
             raise ValueError(f"{ {'max_length': 'alpha_max', 'halvings': 'n_bs'}[sorted(search)[0]]} applies to "

@@ -13,6 +13,12 @@ from adv2.attacks.flow import flow_loss, warp, warp_unchecked
 from adv2.attacks.result import AttackResult, finish
 
 
+def mean_flow(flow: torch.Tensor) -> torch.Tensor:
+    """A flow field's size per example: the mean of ``|Δu|`` and ``|Δv|`` in pixels,
+    ``(N, 2, H, W)`` → ``(N,)`` (the runs' ``flow_mean``)."""
+    return flow.abs().flatten(1).mean(1)
+
+
 class StAdv:
     """Targeted StAdv: ``min_r CE(f(warp(x, r)), c_t) + tau · ℓ_flow(r)`` by Adam on the flow ``r``
     (``lr``, ``betas``; the paper's (0.01, 0.9, 0.999)) for ``steps`` steps from a zero flow.
@@ -23,6 +29,12 @@ class StAdv:
     ``(N, 3, H, W)`` in ``[0, 1]`` → :class:`AttackResult` whose ``flow`` ``(N, 2, H, W)`` (pixels;
     channel 0 Δu along columns, 1 Δv along rows) made ``x_adv``; ``map`` is the ``interpreter``'s
     map of ``x_adv`` for ``target_class`` if one is given.
+
+    ``atk(x, target_class, flow_mean=f)`` (``f`` ``(N,)`` pixels) is StAdv *at a given flow
+    size*: per example, the iterate classified as ``c_t`` whose mean flow (:func:`mean_flow`) is
+    closest to ``f`` instead. With a small ``tau`` (``tau=0``: the cross-entropy alone) the flow
+    keeps growing after the target is reached, so the iterates pass through any size up to what
+    ``steps`` allow: the baseline for a flow attack whose flows are larger than StAdv's own.
     """
 
     def __init__(self, model: torch.nn.Module, tau: float = 5e-4, steps: int = 300, lr: float = 0.01,
@@ -42,10 +54,16 @@ class StAdv:
         self.progress = progress
 
     @model_call
-    def __call__(self, x: torch.Tensor, target_class: torch.Tensor, target_map=None) -> AttackResult:
+    def __call__(self, x: torch.Tensor, target_class: torch.Tensor, target_map=None,
+                 flow_mean: torch.Tensor | None = None) -> AttackResult:
         check_images(x)
         n = x.shape[0]
         target_class = check_targets(target_class, n, num_classes_of(self.model))
+        if flow_mean is not None:
+            flow_mean = torch.as_tensor(flow_mean, dtype=x.dtype, device=x.device)
+            if flow_mean.shape != (n,) or not bool(torch.isfinite(flow_mean).all()) or bool((flow_mean < 0).any()):
+                raise ValueError(f"flow_mean must be ({n},) non-negative finite sizes in pixels, "
+                                 f"got shape {tuple(flow_mean.shape)}")
         x = x.detach()
         flow = torch.zeros(n, 2, *x.shape[-2:], device=x.device, dtype=x.dtype, requires_grad=True)
         opt = torch.optim.Adam([flow], lr=self.lr, betas=self.betas)
@@ -55,8 +73,9 @@ class StAdv:
             logits = self.model(warp_unchecked(x, flow))
             smooth = flow_loss(flow)
             with torch.no_grad():
-                better = (logits.argmax(1) == target_class) & (smooth < best)
-                best = torch.where(better, smooth, best)
+                score = smooth if flow_mean is None else (mean_flow(flow) - flow_mean).abs()
+                better = (logits.argmax(1) == target_class) & (score < best)
+                best = torch.where(better, score, best)
                 best_flow = torch.where(better[:, None, None, None], flow, best_flow)
             if _ == self.steps:
                 break
@@ -74,3 +93,34 @@ class StAdv:
 
     def __repr__(self):
         return f"StAdv(tau={self.tau:.4g}, steps={self.steps}, lr={self.lr:.4g})"
+
+
+def stadv_at_flow(model: torch.nn.Module, x: torch.Tensor, target_class: torch.Tensor, flow_mean: torch.Tensor,
+                  settings=((5e-4, 0.01), (5e-5, 0.01), (1e-5, 0.01), (0.0, 0.01), (0.0, 0.03), (0.0, 0.1)),
+                  steps: int = 300, interpreter=None) -> AttackResult:
+    """StAdv matched to given flow sizes ``flow_mean`` ``(N,)`` (pixels, :func:`mean_flow`), e.g. a
+    flow attack's own, so that two flow attacks are compared at equal perturbation.
+
+    One :class:`StAdv` per ``(tau, lr)`` of ``settings`` (a smaller τ or a larger rate lets the
+    flow grow further past the target; StAdv's own τ keeps it small), each keeping per example the
+    successful iterate closest to its size; per example the closest of these is the result
+    (``x_adv``, ``flow``, ``map`` of the ``interpreter`` if given). A size that none reaches within
+    ``steps`` is matched as closely as it can be: compare the result's :func:`mean_flow` with the
+    wanted one."""
+    flow_mean = torch.as_tensor(flow_mean, dtype=x.dtype, device=x.device)
+    best = out = None
+    for tau, lr in settings:
+        res = StAdv(model, tau=tau, steps=steps, lr=lr)(x, target_class, flow_mean=flow_mean)
+        gap = (mean_flow(res.flow) - flow_mean).abs()
+        gap = torch.where(res.success, gap, torch.full_like(gap, float("inf")))
+        if best is None:
+            best, out = gap, res.flow
+        else:
+            take = gap < best
+            best = torch.where(take, gap, best)
+            out = torch.where(take[:, None, None, None], res.flow, out)
+    with torch.no_grad():
+        x_adv = warp(x.detach(), out)
+    res = finish(model, x_adv, target_class, interpreter)
+    res.flow = out
+    return res

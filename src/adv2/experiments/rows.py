@@ -7,6 +7,7 @@ import torch
 
 from adv2 import metrics
 from adv2.attacks.flow import flow_loss
+from adv2.attacks.stadv import mean_flow
 
 #: Columns of a transfer row (``transfer.csv``) and of its summary (``summary.json["transfer"]``).
 TRANSFER_KEYS = ("attack", "interpreter", "model", "measured_by", "n", "success_rate", "l1", "l2", "iou")
@@ -25,7 +26,7 @@ def evaluate_attack(name, interp_name, res, benign, indices, seconds, x=None, la
     linf = (res.x_adv - x).abs().flatten(1).amax(1) if x is not None else None
     flow = getattr(res, "flow", None)
     if flow is not None:
-        f_mean, f_loss = flow.abs().flatten(1).mean(1), flow_loss(flow)
+        f_mean, f_loss = mean_flow(flow), flow_loss(flow)
     pred = getattr(res, "prediction", None)
     rows = []
     for j, i in enumerate(indices):

@@ -71,6 +71,16 @@ class Interpreter:
                              "tracker takes n_step, n_reset, n_seeds, mask_loss; RTS's lam_enc)")
         return MapTracker(self)
 
+    #: ``ADV2(model, g)``'s budget where it differs from the paper's row, per perturbation
+    #: (``{"linf": {...}, "flow": {...}}``, read by :meth:`attack_budget`); empty: the paper's.
+    attack_defaults: dict = {}
+
+    def attack_budget(self, perturbation: str = "linf") -> dict:
+        """What ``ADV2(model, g)`` runs when not told otherwise: the paper's row
+        (:meth:`paper_budget`) with this interpreter's :attr:`attack_defaults` on top. Only MASK
+        differs (a cheaper, robust scheme); ``ADV2.paper(model, g)`` runs the paper's row."""
+        return {**self.paper_budget(perturbation), **self.attack_defaults.get(perturbation, {})}
+
     def paper_budget(self, perturbation: str = "linf") -> dict:
         """The paper's attack budget for this interpreter (Table 10 for ``"linf"``, 11 for ``"flow"``):
         ``steps``, ``warmup``, ``lam`` and, where the paper sets them, ``step_rule``, ``tau`` and
