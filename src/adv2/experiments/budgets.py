@@ -32,14 +32,16 @@ def _budget(n: int, pgd_steps: int, warmup: int, steps: int, flow_steps: int, ma
 #: adaptation and Adam's rate 0.03 decayed to 0.003. Its map reaches half of StAdv's distance only
 #: by flows several times StAdv's (0.35–0.5 px against 0.05–0.07 on average).
 _GRAD_FLOW = {"steps": 600, "lam_adapt": 1.02, "flow_lr": 0.03, "flow_lr_schedule": "cosine"}
-#: MASK's attack: the library's default scheme (``ADV2(model, Mask(model))``: two attack seeds
-#: whose running MASK states are unrolled in turn, two unrolled steps per joint iteration) on a
-#: shorter budget, 20 PGD + 60 joint iterations with a fresh solve every 20 (judged 0.43 on 16
-#: images against 0.36 at the library's 50 + 100, at 0.65 of the time); the flow variant 50 + 60.
-#: The interpreter at its defaults (100 Adam steps, two jitter draws per step).
+#: MASK's attack: the library's default (``ADV2(model, Mask(model))``: two attack seeds whose
+#: running MASK states are unrolled in turn, two unrolled steps per joint iteration, 50 PGD + 100
+#: joint iterations, a fresh solve every 25); 20 + 60 with a fresh solve every 20 was judged 0.53
+#: on 32 images (0.43 on 16). The flow variant 50 + 60, a fresh solve every 20. The interpreter
+#: at its defaults (100 Adam steps, two jitter draws per step).
 #: docs/notes/2026-12-what-was-tried.md, "ADV²-MASK's cost".
-_MASK = {"warmup": 20, "steps": 60, "n_step": 2, "n_reset": 20, "alpha_max": 0.3, "n_seeds": 2, "unroll_seeds": 1,
+_MASK = {"warmup": 50, "steps": 100, "n_step": 2, "n_reset": 25, "alpha_max": 0.3, "n_seeds": 2, "unroll_seeds": 1,
          "flow": {"warmup": 50, "steps": 60, "n_reset": 20}}
+#: ``--fast``: 20 PGD + 40 joint iterations for both MASK attacks, a fresh solve every 20.
+_MASK_FAST = {**_MASK, "warmup": 20, "steps": 40, "n_reset": 20, "flow": {**_MASK["flow"], "steps": 40}}
 #: Attack budgets for the embedded 64×64 models, found by measurement (benchmarks/quality.py,
 #: benchmarks/stadv.py): ``pgd`` and ``stadv`` steps for the baselines; per interpreter, the
 #: keyword arguments of ``ADV2`` (its PGD ``warmup``, joint ``steps``, MASK's ``n_step``,
@@ -48,7 +50,7 @@ _MASK = {"warmup": 20, "steps": 60, "n_step": 2, "n_reset": 20, "alpha_max": 0.3
 #: those of the interpreter itself (MASK's Adam ``steps``).
 BUDGETS = {
     "default": _budget(12, 100, 50, 300, 300, _MASK),
-    "fast": _budget(8, 50, 20, 100, 100, _MASK),
+    "fast": _budget(8, 50, 20, 100, 100, _MASK_FAST),
 }
 
 
