@@ -165,3 +165,48 @@ def test_mask_is_judged_over_the_defender_seeds(reference):
     for j, i in enumerate(t["index"].tolist()):
         assert float(got[i]["l1_defender"]) == pytest.approx(float(pgd[j]), abs=1e-5)
         assert float(got[i]["noise_floor"]) == pytest.approx(float(floor[j]), abs=1e-5)
+
+
+def test_matched_flow_runs_stadv_at_adv2_stadvs_flow_sizes(tmp_path):
+    """``matched_flow: true``: a ``stadv-matched`` row per interpreter and example, each the
+    closest StAdv iterate to that example's ADV²-StAdv flow size; ``matched_ratio`` on the
+    ADV²-StAdv row recomputed from the examples; bad settings are one-line errors."""
+    import json
+
+    from adv2.attacks.stadv import AT_FLOW_SETTINGS, StAdv, mean_flow
+    from adv2.experiments.config import resolve
+
+    out = tmp_path / "m"
+    sets = ["data.n=3", "interpreters=[cam]", "attacks=[pgd,stadv,adv2-stadv]", "budgets=fast",
+            "budgets.cam.flow.steps=8", "budgets.stadv.steps=15", "matched_flow=true"]
+    args = ["run", "demo", "--out", str(out), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    ex = [r for r in rows(out) if r["interpreter"] == "cam"]
+    adv = {r["index"]: r for r in ex if r["attack"] == "adv2-stadv"}
+    matched = {r["index"]: r for r in ex if r["attack"] == "stadv-matched"}
+    assert set(matched) == set(adv) and len(matched) == 3
+    # each example: no StAdv run of the matching settings came closer to the wanted size
+    t = load_file(out / "tensors.safetensors")
+    import adv2
+
+    model = adv2.models.load("shapes-resnet")
+    want = mean_flow(t["flow_adv2-stadv_cam"])
+    got = mean_flow(t["flow_stadv-matched_cam"])
+    for tau, lr in AT_FLOW_SETTINGS[:2]:
+        r = StAdv(model, tau=tau, lr=lr, steps=15)(t["x"], t["target_class"], flow_mean=want)
+        closer = ((mean_flow(r.flow) - want).abs() < (got - want).abs() - 1e-6) & r.success
+        assert not closer.any()
+    summary = json.loads((out / "summary.json").read_text())
+    row = next(r for r in summary["rows"] if r["attack"] == "adv2-stadv")
+    both = [i for i in adv if adv[i]["success"] == "True" and matched[i]["success"] == "True"]
+    if both:
+        want_ratio = sum(float(adv[i]["l1"]) for i in both) / sum(float(matched[i]["l1"]) for i in both)
+        assert row["matched_ratio"] == pytest.approx(want_ratio)
+    assert "matched_ratio" in summary["columns"]["rows"]
+    base = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 2, "seed": 0}}
+    with pytest.raises(ValueError, match="matched_flow must be true or false"):
+        resolve({**base, "matched_flow": "yes"}, source="t")
+    with pytest.raises(ValueError, match="attacks must hold stadv and adv2-stadv"):
+        resolve({**base, "attacks": ["pgd", "adv2"], "matched_flow": True}, source="t")

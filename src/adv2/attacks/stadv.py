@@ -95,9 +95,13 @@ class StAdv:
         return f"StAdv(tau={self.tau:.4g}, steps={self.steps}, lr={self.lr:.4g})"
 
 
+#: ``(tau, lr)`` of the StAdv runs :func:`stadv_at_flow` matches from: StAdv's own, then ones whose
+#: flows grow further (a smaller τ, none, a larger rate).
+AT_FLOW_SETTINGS = ((5e-4, 0.01), (5e-5, 0.01), (1e-5, 0.01), (0.0, 0.01), (0.0, 0.03), (0.0, 0.1))
+
+
 def stadv_at_flow(model: torch.nn.Module, x: torch.Tensor, target_class: torch.Tensor, flow_mean: torch.Tensor,
-                  settings=((5e-4, 0.01), (5e-5, 0.01), (1e-5, 0.01), (0.0, 0.01), (0.0, 0.03), (0.0, 0.1)),
-                  steps: int = 300, interpreter=None) -> AttackResult:
+                  settings=AT_FLOW_SETTINGS, steps: int = 300, interpreter=None) -> AttackResult:
     """StAdv matched to given flow sizes ``flow_mean`` ``(N,)`` (pixels, :func:`mean_flow`), e.g. a
     flow attack's own, so that two flow attacks are compared at equal perturbation.
 

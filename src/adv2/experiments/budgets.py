@@ -17,6 +17,8 @@ KNOWN = (*INTERPRETERS, "rts-aid")
 #: perturbation model (``adv2``: L∞; ``adv2-stadv``: the flow field, ``ADV2(perturbation="flow")``).
 ATTACKS = ("pgd", "adv2", "stadv", "adv2-stadv")
 BASELINES = {"adv2": "pgd", "adv2-stadv": "stadv"}
+#: The rows of StAdv matched per example to ADV²-StAdv's flow sizes (a run's ``matched_flow``).
+MATCHED = "stadv-matched"
 #: Budget sections (besides the interpreters') that ``--set`` may create.
 _SECTIONS = ("interpreter", "flow")
 

@@ -29,6 +29,7 @@ Keys (defaults in :data:`DEFAULTS`)::
     transfer: {interpreters: false, models: []}   # measure under other interpreters / models
     budgets: default                     # default | fast | a mapping (adv2.experiments.budgets.BUDGETS)
     defender_seeds: [0, 100]             # MASK (random) is also judged with these jitter seeds; [] for none
+    matched_flow: false                  # also StAdv at ADV²-StAdv's flow sizes (attack stadv-matched)
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ KEYS = {
     "budgets": "default, fast, or a mapping like adv2.experiments.budgets.BUDGETS['default']",
     "defender_seeds": "the jitter seeds a random interpreter (MASK) is judged over: a list of at least two "
                       "distinct integers the attack does not use, or [] for none",
+    "matched_flow": "true or false: also run StAdv matched per example to ADV²-StAdv's flow sizes "
+                    "(rows of attack stadv-matched; needs stadv and adv2-stadv)",
 }
 DATA_KEYS = {"shapes": ("name", "n", "seed", "split"), "folder": ("name", "n", "seed", "root", "size", "labels"),
              "photos": ("name", "n", "seed", "size", "augment")}
@@ -77,7 +80,7 @@ DEFAULTS = {"model": "shapes-resnet", "data": {"name": "shapes", "n": 32, "seed"
             "batch_size": 32, "eps": 0.031, "alpha": 1 / 255, "interpreters": ["grad", "cam", "gradcam", "mask", "rts"],
             "attacks": ["pgd", "adv2", "stadv", "adv2-stadv"], "target_map": "benign",
             "transfer": {"interpreters": False, "models": []}, "budgets": "default",
-            "defender_seeds": [0, 100]}
+            "defender_seeds": [0, 100], "matched_flow": False}
 
 
 def packaged_config(name: str) -> Path:
@@ -298,6 +301,11 @@ def _check(cfg: dict, source: str) -> None:
     if not (isinstance(ds, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ds)
             and (not ds or len(set(ds)) == len(ds) >= 2)):
         raise ValueError(f"{source}: defender_seeds must be {KEYS['defender_seeds']}, got {ds!r}")
+    if not isinstance(cfg["matched_flow"], bool):
+        raise ValueError(f"{source}: matched_flow must be {KEYS['matched_flow']}, got {cfg['matched_flow']!r}")
+    if cfg["matched_flow"] and not {"stadv", "adv2-stadv"} <= set(cfg["attacks"] or ()):
+        raise ValueError(f"{source}: matched_flow compares adv2-stadv with StAdv at its flow sizes: attacks must "
+                         f"hold stadv and adv2-stadv, got {cfg['attacks']!r}")
     check_eps(cfg["eps"])
     check_positive(cfg["alpha"], "alpha")
     for key, known in (("interpreters", KNOWN), ("attacks", ATTACKS)):

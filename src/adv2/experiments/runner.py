@@ -33,9 +33,11 @@ from adv2 import interpreters, metrics
 from adv2._io import atomic_write_bytes, write_csv
 from adv2.attacks import ADV2, PGD, StAdv
 from adv2.attacks.result import AttackResult
+from adv2.attacks.stadv import AT_FLOW_SETTINGS as MATCHED_SETTINGS
+from adv2.attacks.stadv import mean_flow, stadv_at_flow
 from adv2.data.selection import find_donors, select_examples, target_classes
 from adv2.experiments.batching import RunProgress, cell_seed, split_on_oom
-from adv2.experiments.budgets import ATTACKS, iterations_of
+from adv2.experiments.budgets import ATTACKS, MATCHED, iterations_of
 from adv2.experiments.rows import TRANSFER_KEYS, evaluate_attack, transfer_rows, with_true_label
 from adv2.experiments.sources import (
     build_data,
@@ -48,6 +50,7 @@ from adv2.experiments.sources import (
 from adv2.experiments.store import (
     FLOW_KEYS,
     JUDGE_KEYS,
+    MATCHED_KEYS,
     SUMMARY_KEYS,
     DamagedFileError,
     RunStore,
@@ -267,7 +270,8 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
             if store.done(k):
                 store.discard_cells(k)
         work = _Work(baselines, interps, per_interp, attacks, policy, seed, transfer, others,
-                     model_name(cfg["model"]), device, defender_seeds=tuple(cfg.get("defender_seeds") or ()))
+                     model_name(cfg["model"]), device, defender_seeds=tuple(cfg.get("defender_seeds") or ()),
+                     matched_flow=bool(cfg.get("matched_flow")))
         plan = _plan(work)
         store.log(f"shard {shard}/{n_shards}: {len(todo)} of its {len(mine)} batches to run "
                   f"({len(batches)} in all, batch size {batch_size}; {len(plan)} cells per batch: "
@@ -338,9 +342,10 @@ class _Cell:
     """One checkpointed piece of a batch: a baseline attack (``interpreter`` ``None``), an
     interpreter's maps (its benign and target maps and the baselines' maps, ``kind="maps"``), an
     ADV² attack against one interpreter, a random interpreter's maps under the defender seeds
-    (``kind="judge"``), or the transfer measurements (``kind="transfer"``)."""
+    (``kind="judge"``), StAdv at ADV²-StAdv's flow sizes against one interpreter
+    (``kind="matched"``), or the transfer measurements (``kind="transfer"``)."""
 
-    kind: str  # "attack" | "maps" | "judge" | "transfer"
+    kind: str  # "attack" | "maps" | "judge" | "matched" | "transfer"
     attack: str | None = None
     interpreter: str | None = None
 
@@ -349,13 +354,15 @@ class _Cell:
         """The cell's name in file names and for its measured rates (the same in every batch)."""
         if self.kind == "attack":
             return self.attack if self.interpreter is None else f"{self.attack}-{self.interpreter}"
-        return f"{self.kind}-{self.interpreter}" if self.kind in ("maps", "judge") else "transfer"
+        return f"{self.kind}-{self.interpreter}" if self.kind in ("maps", "judge", "matched") else "transfer"
 
     @property
     def label(self) -> str:
         """The cell as the bar and the log name it (``adv2 × mask``)."""
         if self.kind == "attack":
             return self.attack if self.interpreter is None else f"{self.attack} × {self.interpreter}"
+        if self.kind == "matched":
+            return f"{MATCHED} × {self.interpreter}"
         return f"{self.kind} × {self.interpreter}" if self.kind in ("maps", "judge") else "transfer"
 
 
@@ -375,6 +382,7 @@ class _Work:
     device: torch.device
     on_split: object = None
     defender_seeds: tuple = ()
+    matched_flow: bool = False
 
     def judged(self, name: str) -> bool:
         """Whether interpreter ``name`` is judged over the defender seeds: it is random (MASK with
@@ -385,8 +393,9 @@ class _Work:
 def _plan(w: _Work) -> list[_Cell]:
     """The cells of a batch, in the order they run: the baselines, then per interpreter its maps
     and the ADV² attacks against it, then the transfer measurements (if the config asks for any),
-    then, for each random interpreter, its maps under the defender seeds (last, so that adding them
-    moves no other cell's seed)."""
+    then, for each random interpreter, its maps under the defender seeds, then (``matched_flow``)
+    StAdv at ADV²-StAdv's flow sizes per interpreter (last, so that adding them moves no other
+    cell's seed)."""
     cells = [_Cell("attack", a) for a in w.baselines]
     for name in w.interps:
         cells.append(_Cell("maps", interpreter=name))
@@ -394,6 +403,8 @@ def _plan(w: _Work) -> list[_Cell]:
     if w.transfer.get("interpreters") or w.others:
         cells.append(_Cell("transfer"))
     cells += [_Cell("judge", interpreter=name) for name in w.interps if w.judged(name)]
+    if w.matched_flow:
+        cells += [_Cell("matched", interpreter=name) for name in w.interps]
     return cells
 
 
@@ -423,6 +434,8 @@ def _passes_estimate(cell: _Cell, w: _Work) -> float:
         g = w.interps[cell.interpreter]
         fresh = sum(s != getattr(g, "seed", None) for s in w.defender_seeds)
         return fresh * (1 + len(w.attacks)) * _map_passes(g)
+    if cell.kind == "matched":
+        return len(MATCHED_SETTINGS) * (w.baselines["stadv"].steps + 1) + 2 + _map_passes(w.interps[cell.interpreter])
     made = [a for a in w.attacks if a not in w.baselines]
     per_interp = sum(_map_passes(g) for g in w.interps.values())
     est = len(made) * len(w.interps) * per_interp if w.transfer.get("interpreters") else 0.0
@@ -533,6 +546,9 @@ class _Batch:
             self.base[a] = (_result_from(t, f"x_{a}", f"flow_{a}", None), float(record["attack_seconds"]))
         elif cell.kind == "attack":
             self.adv[(a, name)] = _result_from(t, f"x_{a}_{name}", f"flow_{a}_{name}", f"map_{a}_{name}")
+        elif cell.kind == "matched":
+            self.adv[(MATCHED, name)] = _result_from(t, f"x_{MATCHED}_{name}", f"flow_{MATCHED}_{name}",
+                                                     f"map_{MATCHED}_{name}")
         elif cell.kind == "maps":
             self.benign[name] = t[f"map_benign_{name}"]
             self.target[name] = t.get(f"map_target_{name}", self.benign[name])
@@ -577,6 +593,16 @@ class _Batch:
                         b, name, res, target, ids, sec, x=x, labels=y, targets=ct,
                         iterations=iterations_of(w.baselines[b])))])
             return tensors, {"rows": rows}
+        if cell.kind == "matched":  # StAdv per example at ADV²-StAdv's flow size: the two at equal perturbation
+            g, st = w.interps[name], w.baselines["stadv"]
+            want = mean_flow(self.adv[("adv2-stadv", name)].flow)
+            t0 = time.time()
+            res = stadv_at_flow(st.model, x, ct, want, settings=MATCHED_SETTINGS, steps=st.steps, interpreter=g)
+            sec = time.time() - t0
+            rows = self.rows_of(evaluate_attack(MATCHED, name, res, self.target[name], ids, sec, x=x, labels=y,
+                                                targets=ct, iterations=len(MATCHED_SETTINGS) * st.steps))
+            return (_result_tensors(res, f"x_{MATCHED}_{name}", f"flow_{MATCHED}_{name}", f"map_{MATCHED}_{name}"),
+                    {"rows": [[MATCHED, name, rows]], "attack_seconds": sec})
         if cell.kind == "judge":  # a random interpreter as a defender sees it: maps under seeds the attack never saw
             g = w.interps[name]
             examples = {a: (self.adv[(a, name)].x_adv, ct) for a in w.attacks}
@@ -649,6 +675,7 @@ def _run_cells(k: int, batch: dict, plan: list[_Cell], w: _Work, store: RunStore
     if read and not logged:
         store.log(f"batch {k}: all {len(plan)} cells read back from an earlier run, not recomputed")
     rows = [r for name in w.interps for a in w.attacks for r in st.rows[(a, name)]]
+    rows += [r for name in w.interps for r in st.rows.get((MATCHED, name), [])]
     rows += st.rows.get(("transfer", None), [])
     return rows, st.tensors
 
@@ -692,7 +719,7 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     examples = [e for e in everything if "measured_by" not in e]
     trows = [e for e in everything if "measured_by" in e]
     names, attacks = config["interpreters"], config["attacks"]
-    order = {a: i for i, a in enumerate(ATTACKS)}
+    order = {a: i for i, a in enumerate((*ATTACKS, MATCHED))}
     rows = summarize(examples)
     rows.sort(key=lambda r: (names.index(r["interpreter"]), order[r["attack"]]))
     maps = {k: {a: tensors[f"map_{a}_{k}"] for a in ("benign", "target", *attacks) if f"map_{a}_{k}" in tensors}
@@ -709,6 +736,8 @@ def finish_run(out: str | Path, verbose: bool = True) -> dict:
     if any("l1_defender" in r for r in rows):  # a random interpreter judged over the defender seeds
         extra = (*extra, *JUDGE_KEYS)
         summary["defender_seeds"] = config.get("defender_seeds")
+    if any(r["attack"] == MATCHED for r in rows):  # StAdv at ADV²-StAdv's flow sizes
+        extra = (*extra, *MATCHED_KEYS)
     # the tables' columns travel with the results: the report reads them from the run directory
     summary["columns"] = {"rows": [*REPORT_KEYS, *extra], "transfer": list(TRANSFER_KEYS)}
     try:  # the device the batches ran on (``auto`` resolved on this machine)

@@ -26,12 +26,13 @@ from adv2._io import (
     write_safetensors,
 )
 from adv2._version import __version__
-from adv2.experiments.budgets import BASELINES
+from adv2.experiments.budgets import BASELINES, MATCHED
 from adv2.metrics import judged_ratio
 from adv2.models.factory import identity_mismatch
 from adv2.report.tables import format_table, markdown_table
 
-__all__ = ["FLOW_KEYS", "JUDGE_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore", "atomic_write_bytes", "ci95",
+__all__ = ["FLOW_KEYS", "JUDGE_KEYS", "MATCHED_KEYS", "SUMMARY_KEYS", "DamagedFileError", "RunStore",
+           "atomic_write_bytes", "ci95",
            "discard_run", "env_info", "format_table", "git_sha", "markdown_table", "parse_shard", "summarize",
            "write_csv", "write_run"]
 
@@ -41,6 +42,9 @@ FLOW_KEYS = ("flow_mean", "flow_loss")
 #: Summary columns of a random interpreter (MASK) judged over the defender seeds: the mean L1 to
 #: the benign map under the defender seeds, MASK's own floor, and (ADV² rows) the judged figure.
 JUDGE_KEYS = ("l1_defender", "noise_floor", "judged_ratio")
+#: Summary column of ADV²-StAdv against StAdv at its flow sizes (a run's ``matched_flow``): its L1 over
+#: the matched StAdv's, over the images both succeeded on.
+MATCHED_KEYS = ("matched_ratio",)
 #: The metadata key of a cell file's record (:meth:`RunStore.save_cell`).
 CELL_KEY = "adv2.cell"
 
@@ -118,7 +122,22 @@ def summarize(examples: list[dict]) -> list[dict]:
                 row[f"{k}_ci95"] = ci95([e[k] for e in ok if e.get(k) is not None])
         rows.append(row)
     _add_judged(rows, groups)
+    _add_matched(rows, groups)
     return rows
+
+
+def _add_matched(rows: list[dict], groups: dict) -> None:
+    """``matched_ratio`` on each ADV²-StAdv row of a run with ``matched_flow``: its mean L1 over the
+    mean L1 of StAdv at the same flow sizes, over the images both succeeded on."""
+    for row in rows:
+        key = (MATCHED, row["interpreter"])
+        if row["attack"] != "adv2-stadv" or key not in groups:
+            continue
+        ok = {e["index"]: e for e in groups[key] if e["success"]}
+        pairs = [(e, ok[e["index"]]) for e in groups[("adv2-stadv", row["interpreter"])]
+                 if e["success"] and e["index"] in ok]
+        base = sum(float(m["l1"]) for _, m in pairs)
+        row["matched_ratio"] = sum(float(a["l1"]) for a, _ in pairs) / base if pairs and base > 0 else None
 
 
 def _add_judged(rows: list[dict], groups: dict) -> None:
