@@ -103,7 +103,7 @@ def test_demo_small_run_writes_run_directory(tmp_path, monkeypatch):
     tiny = {"n": 3, "pgd": {"steps": 5}, "stadv": {"steps": 5},
             **{k: {"warmup": 3, "steps": 5, "flow": {"steps": 3}} for k in ("grad", "cam", "gradcam", "rts")},
             "mask": {"warmup": 3, "steps": 2, "n_step": 1, "n_reset": 1, "interpreter": {"steps": 5},
-                     "flow": {"steps": 2, "n_reset": 1, "n_step": 1}}}
+                     "flow": {"warmup": 0, "steps": 2, "n_reset": 1, "n_step": 1}}}
     monkeypatch.setitem(demo.BUDGETS, "fast", tiny)
     assert main(["demo", "--fast", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     run = tmp_path / "run"
