@@ -157,13 +157,13 @@ class Mask(Interpreter):
 
     name = "mask"
     GAMES = ("preserve", "delete")
+    LR_SCHEDULES = ("constant", "cosine")
     #: ``ADV2(model, Mask(model))``'s budget (the tracker's defaults add two attack seeds, two
     #: unrolled steps and a re-solve every 25 iterations): 50 PGD + 100 joint iterations, the line
     #: search from 0.3; measured on a model it was not tuned on (``benchmarks/mask_defaults.py``).
     #: The paper's 300 + 1000 iterations stay ``ADV2.paper(model, Mask(model))``.
     attack_defaults = {"linf": {"warmup": 50, "steps": 100, "alpha_max": 0.3},
                        "flow": {"warmup": 50, "steps": 100}}
-    LR_SCHEDULES = ("constant", "cosine")
 
     def __init__(self, model, game: str = "delete", size: int | None = None, steps: int = 100, lr: float = 0.1,
                  l1: float = 0.3, tv: float = 1.0, beta: float = 3.0, blur_sigma: float = 10.0, jitter: int = 1,
@@ -332,9 +332,9 @@ class Mask(Interpreter):
         expectation over ``n_seeds`` jitter seeds, ``unroll_draws`` jitter draws per unrolled step
         (the re-solves use the interpreter's ``jitter_draws``), ``unroll_seeds`` of the seeds'
         running states unrolled per iteration, in turn; ``mask_loss="objective"`` is the
-        authors' shortcut. The defaults are the measured robust scheme (the paper's one seed, four steps and
-        a re-solve every 50 are ``ADV2.paper``'s). ``ADV2(model, Mask(model).tracker(n_seeds=8))``
-        attacks with other settings."""
+        authors' shortcut. The defaults are the measured robust scheme (the paper's one seed,
+        four steps and a re-solve every 50 are ``ADV2.paper``'s).
+        ``ADV2(model, Mask(model).tracker(n_seeds=8))`` attacks with other settings."""
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds,
                            unroll_draws=unroll_draws, unroll_seeds=unroll_seeds)
 
@@ -357,10 +357,14 @@ class MaskTracker(MapTracker):
 
     The attack's jitter seeds are ``interpreter.seed + 1, …, interpreter.seed + n_seeds``: the
     maps reported afterwards (``seed``) use a jitter the attack never saw. With ``n_seeds > 1``
-    the tracker keeps one running state per seed (one batched solve of ``n_seeds × N`` images)
-    and both the loss and the keep-best distance are the mean over the seeds: an expectation
+    the tracker keeps one running state per seed (each re-solve is one batched solve of
+    ``n_seeds × N`` images) and the keep-best distance is the mean over the seeds: an expectation
     over MASK's jitter, so the example does not fit one jitter sequence (with one seed the maps
     under that seed end up far closer to the target than under any other; docs/results.md).
+    Each joint iteration unrolls ``unroll_seeds`` of the running states, taking the seeds in
+    turn (iteration ``t`` unrolls seeds ``t·j … t·j + j − 1`` mod ``n_seeds``), and its loss is
+    the mean over those: a stochastic estimate of the expectation at the cost of ``j`` seeds.
+    The unrolled steps average ``unroll_draws`` jitter shifts each.
 
     ``mode="objective"`` is the authors' cheaper route instead of the unrolled steps: the
     interpretation loss is MASK's own objective evaluated at the target map on ``x̂`` (so that
