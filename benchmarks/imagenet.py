@@ -87,9 +87,10 @@ def main():
     ap.add_argument("--tau", type=float, default=5e-5,
                     help="flow penalty of StAdv and ADV²-StAdv (ℓ_flow sums over pixels: 224² has 12× the pixels "
                          "of 64², and at the paper's 5e-4 StAdv reached its target on 5 of 8 photographs in 300 steps)")
-    ap.add_argument("--mask-steps", type=int, default=300, help="MASK's own Adam steps (the paper's 300)")
-    ap.add_argument("--mask-attack", default="warmup=20,steps=40,n_reset=10,n_seeds=2",
-                    help="ADV²-MASK budget, KEY=VALUE[,KEY=VALUE]")
+    ap.add_argument("--mask-steps", type=int, default=None,
+                    help="MASK's own Adam steps (default: Mask's, 100 with two shifts per step)")
+    ap.add_argument("--mask-attack", default="",
+                    help="ADV²-MASK budget, KEY=VALUE[,KEY=VALUE] (default: none, the library's ADV2(model, Mask(model)))")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_all = time.perf_counter()
@@ -127,8 +128,8 @@ def main():
         print(f"  flow mean |Δ| px: StAdv {st.flow.abs().mean().item():.3f}, ADV²-StAdv "
               f"{adv.flow.abs().mean().item():.3f}", flush=True)
     if args.mask:
-        kw = {"steps": args.mask_steps}
-        budget = {k: int(v) for k, v in (item.split("=") for item in args.mask_attack.split(","))}
+        kw = {} if args.mask_steps is None else {"steps": args.mask_steps}
+        budget = {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in (item.split("=") for item in args.mask_attack.split(",") if item)}
         g = adv2.interpreters.Mask(model, **kw)
         benign = g(x, pred)
         pgd, sp = timed(lambda: PGD(model, steps=args.pgd_steps, interpreter=g)(x, ct))
@@ -137,7 +138,7 @@ def main():
         p, a, fl, judged = judge_mask(model, kw, x, pred, ct, pgd.x_adv, adv.x_adv, pgd.success, adv.success)
         print(f"  mask over defender seeds {DEFENDER_SEEDS}: PGD L1 {p:.4f}, ADV² L1 {a:.4f}, floor {fl:.4f}, raw "
               f"ratio {a / p:.3f}, judged (ADV² − floor)/(PGD − floor) {judged:.3f} (bar ≤ 0.5); ADV²-MASK budget "
-              f"{budget}, MASK steps {args.mask_steps}", flush=True)
+              f"{budget or 'library defaults'}, MASK {g!r}", flush=True)
     print(f"total {time.perf_counter() - t_all:.0f} s")
 
 
