@@ -201,6 +201,9 @@ def test_adv2_audit_end_to_end(tmp_path, capsys):
     for r in rows:
         assert {"interpreter", "objective", "eps", "success_rate", "l1", "random_l1"} <= set(r)
         assert 0 <= r["success_rate"] <= 1 and r["random_l1"] >= 0
+        if r["objective"] == "manipulate":  # the same two maps: image i's and image i−1's
+            assert r["unrelated_l1"] == pytest.approx(r["l1_start"])
+        assert 0 < r["unrelated_l1"] <= 1
     assert {r["objective"] for r in rows} == {"adv2", "manipulate", "fragility"}
     assert "random_l1" in capsys.readouterr().out
     assert main(["audit", "--interpreter", "captum-occlusion", "--out", str(out)]) == 2

@@ -11,7 +11,10 @@ For each interpreter and each ε, on correctly classified images (on the photogr
   (Ghorbani et al.'s ``topk`` and ``center_of_mass`` with ``--measure``);
 - ``random_l1``: what random noise of the same ε does to the map (uniform in the ε-ball, the
   worst of ``samples`` draws per image, as Captum's ``sensitivity_max`` and Quantus'
-  ``MaxSensitivity`` measure it), beside every row.
+  ``MaxSensitivity`` measure it), beside every row;
+- ``unrelated_l1``: the scale at which a map says nothing about its image, the mean L1 between
+  the benign maps of two different images (image ``i`` and image ``i−1``), beside every row
+  (with one image: ``None``). A random L1 near it means noise alone already scrambles the map.
 
 The model: an embedded name, ``efficientnet-lite0``, a torchvision or ``timm/<architecture>`` name
 with ``weights``, your own factory ``package.module:function`` (``weights``: its state dict), or,
@@ -27,7 +30,7 @@ prediction (:class:`adv2.data.sources.PhotosData`); elsewhere only correctly cla
 images are kept.
 
 Writes ``OUT/audit.json`` (``rows`` with ``interpreter, objective, eps, success_rate, l1,
-random_l1, n`` …) and ``OUT/audit.png`` (map distance against ε per interpreter).
+random_l1, unrelated_l1, n`` …) and ``OUT/audit.png`` (map distance against ε per interpreter).
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
     for name, g in interps.items():
         benign = g(x, y).detach()
         other = benign.roll(1, 0)  # image i's target: the benign map of image i−1 (0: the last image's)
+        unrelated = float(metrics.lp_distance(benign, other).mean()) if len(benign) > 1 else None
         for e in eps:
             rnd = random_l1(g, x, y, benign, e, samples, seed)
             for obj in objectives:
@@ -198,7 +202,8 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
 
                 row = {"interpreter": name, "objective": obj, "eps": e, "n": len(idx),
                        "success_rate": float(ok.float().mean()), "l1": mean(l1),
-                       "random_l1": float(rnd.mean()), "seconds": round(time.time() - t0, 1)}
+                       "random_l1": float(rnd.mean()), "unrelated_l1": unrelated,
+                       "seconds": round(time.time() - t0, 1)}
                 if obj == "manipulate":
                     row["l1_start"] = float(metrics.lp_distance(benign, other).mean())
                 if obj == "fragility":
@@ -219,7 +224,8 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
     atomic_write_bytes(out / "audit.json", json.dumps(result, indent=2).encode())
     plot_audit(rows, out / "audit.png", title=f"{model_name}: map distance under attack vs random noise")
     if verbose:
-        keys = ("interpreter", "objective", "eps", "success_rate", "l1", "random_l1", "ratio_to_random", "l1_start")
+        keys = ("interpreter", "objective", "eps", "success_rate", "l1", "random_l1", "ratio_to_random", "l1_start",
+                "unrelated_l1")
         print(format_table(rows, keys))
         print(f"written: {out / 'audit.json'}, {out / 'audit.png'}  ({result['seconds']:.0f} s)")
     return result

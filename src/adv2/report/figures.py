@@ -118,7 +118,7 @@ AUDIT_LABELS = {"adv2": "ADV² (to benign map)", "manipulate": "manipulate (to a
 
 def audit_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
     """``adv2 audit``: one panel per interpreter, L1 against ε for each objective and for random
-    noise (rows of ``audit.json``)."""
+    noise, and the L1 between two different images' maps as a dotted line (rows of ``audit.json``)."""
     names = list(dict.fromkeys(r["interpreter"] for r in rows))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
@@ -129,6 +129,9 @@ def audit_figure(rows: list[dict], path: str | Path, title: str = "") -> Path:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=AUDIT_LABELS.get(obj, obj))
         rnd = sorted({(r["eps"] * 255, r["random_l1"]) for r in rs})
         ax.plot(*zip(*rnd, strict=True), marker="x", linestyle="--", color="k", label="random noise (worst of draws)")
+        unrelated = next((r.get("unrelated_l1") for r in rs if r.get("unrelated_l1") is not None), None)
+        if unrelated is not None:
+            ax.axhline(unrelated, color="grey", linestyle=":", label="two different images' maps")
         ax.set_xlabel("ε (×1/255)")
         ax.set_ylabel("L1 between maps")
         ax.set_title(_plain(name), fontsize=10)
