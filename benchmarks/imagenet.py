@@ -90,7 +90,8 @@ def main():
     ap.add_argument("--mask-steps", type=int, default=None,
                     help="MASK's own Adam steps (default: Mask's, 100 with two shifts per step)")
     ap.add_argument("--mask-attack", default="",
-                    help="ADV²-MASK budget, KEY=VALUE[,KEY=VALUE] (default: none, the library's ADV2(model, Mask(model)))")
+                    help="ADV²-MASK budget, KEY=VALUE[,KEY=VALUE] (default: none, the library's "
+                         "ADV2(model, Mask(model)))")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t_all = time.perf_counter()
@@ -129,7 +130,8 @@ def main():
               f"{adv.flow.abs().mean().item():.3f}", flush=True)
     if args.mask:
         kw = {} if args.mask_steps is None else {"steps": args.mask_steps}
-        budget = {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in (item.split("=") for item in args.mask_attack.split(",") if item)}
+        items = (item.split("=") for item in args.mask_attack.split(",") if item)
+        budget = {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in items}
         g = adv2.interpreters.Mask(model, **kw)
         benign = g(x, pred)
         pgd, sp = timed(lambda: PGD(model, steps=args.pgd_steps, interpreter=g)(x, ct))
