@@ -205,7 +205,7 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
                        "random_l1": float(rnd.mean()), "unrelated_l1": unrelated,
                        "seconds": round(time.time() - t0, 1)}
                 if obj == "manipulate":
-                    row["l1_start"] = float(metrics.lp_distance(benign, other).mean())
+                    row["l1_start"] = unrelated  # the benign map's L1 to its target, another image's map
                 if obj == "fragility":
                     row["topk_intersection"] = mean(metrics.topk_intersection(benign, res.map))
                     row["spearman"] = mean(metrics.spearman(benign, res.map))
