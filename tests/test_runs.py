@@ -172,6 +172,52 @@ def test_mask_is_judged_over_the_defender_seeds(reference):
         assert float(got[i]["noise_floor"]) == pytest.approx(float(floor[j]), abs=1e-5)
 
 
+def test_matched_flow_judges_mask_against_the_matched_stadv(tmp_path):
+    """For MASK (random) the matched StAdv's maps are re-solved with the defender seeds: its rows
+    carry ``l1_defender`` (recomputed here with seed 100) and the same ``noise_floor`` as the other
+    attacks' rows of the image; ``matched_judged_ratio`` on ADV²-StAdv's row is the judged figure
+    against the matched StAdv, recomputed from the examples."""
+    import json
+
+    import adv2
+    from adv2 import metrics
+
+    out = tmp_path / "mj"
+    sets = ["data.n=2", "interpreters=[mask]", "attacks=[stadv,adv2-stadv]", "budgets.stadv.steps=6",
+            "budgets.mask.flow.steps=2", "budgets.mask.flow.warmup=2", "budgets.mask.flow.n_reset=1",
+            "budgets.mask.flow.n_step=1", "budgets.mask.interpreter.steps=8", "matched_flow=true"]
+    args = ["run", "demo", "--out", str(out), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    ex = rows(out)
+    by = {(r["attack"], int(r["index"])): r for r in ex}
+    matched = [r for r in ex if r["attack"] == "stadv-matched"]
+    assert len(matched) == 2 and all(r["l1_defender"] != "" for r in matched)
+    for r in matched:
+        i = int(r["index"])
+        assert float(r["noise_floor"]) == pytest.approx(float(by[("stadv", i)]["noise_floor"]), abs=1e-6)
+    t = load_file(out / "tensors.safetensors")
+    model = adv2.models.load("shapes-resnet")
+    g = adv2.interpreters.get("mask", model, steps=8)
+    own = metrics.lp_distance(t["map_stadv-matched_mask"], t["map_benign_mask"])
+    g100 = g.with_seed(100)
+    far = metrics.lp_distance(g100(t["x_stadv-matched_mask"], t["target_class"]), g100(t["x"], t["labels"]))
+    for j, i in enumerate(t["index"].tolist()):
+        assert float(by[("stadv-matched", i)]["l1_defender"]) == pytest.approx(float(own[j] + far[j]) / 2, abs=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    row = next(r for r in summary["rows"] if r["attack"] == "adv2-stadv")
+    both = [i for i in range(2) if by[("adv2-stadv", i)]["success"] == "True"
+            and by[("stadv-matched", i)]["success"] == "True"]
+    assert "matched_judged_ratio" in summary["columns"]["rows"]
+    if both:
+        val = {k: sum(float(by[(a, i)][c]) for i in both) / len(both)
+               for k, a, c in (("adv", "adv2-stadv", "l1_defender"), ("base", "stadv-matched", "l1_defender"),
+                               ("floor", "adv2-stadv", "noise_floor"))}
+        want = (val["adv"] - val["floor"]) / (val["base"] - val["floor"])
+        assert row["matched_judged_ratio"] == pytest.approx(want, rel=1e-5)
+
+
 def test_matched_flow_runs_stadv_at_adv2_stadvs_flow_sizes(tmp_path):
     """``matched_flow: true``: a ``stadv-matched`` row per interpreter and example, each the
     closest StAdv iterate to that example's ADV²-StAdv flow size; ``matched_ratio`` on the

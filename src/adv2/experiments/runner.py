@@ -435,7 +435,9 @@ def _passes_estimate(cell: _Cell, w: _Work) -> float:
         fresh = sum(s != getattr(g, "seed", None) for s in w.defender_seeds)
         return fresh * (1 + len(w.attacks)) * _map_passes(g)
     if cell.kind == "matched":
-        return len(MATCHED_SETTINGS) * (w.baselines["stadv"].steps + 1) + 2 + _map_passes(w.interps[cell.interpreter])
+        g = w.interps[cell.interpreter]
+        judge = 2 * sum(s != getattr(g, "seed", None) for s in w.defender_seeds) if w.judged(cell.interpreter) else 0
+        return len(MATCHED_SETTINGS) * (w.baselines["stadv"].steps + 1) + 2 + (1 + judge) * _map_passes(g)
     made = [a for a in w.attacks if a not in w.baselines]
     per_interp = sum(_map_passes(g) for g in w.interps.values())
     est = len(made) * len(w.interps) * per_interp if w.transfer.get("interpreters") else 0.0
@@ -601,6 +603,12 @@ class _Batch:
             sec = time.time() - t0
             rows = self.rows_of(evaluate_attack(MATCHED, name, res, self.target[name], ids, sec, x=x, labels=y,
                                                 targets=ct, iterations=len(MATCHED_SETTINGS) * st.steps))
+            if w.judged(name):  # a random interpreter: the matched example's maps under the defender seeds too
+                known = {"benign": self.benign[name], MATCHED: res.map}
+                l1, floor = metrics.defender_distances(g, x, y, {MATCHED: (res.x_adv, ct)}, w.defender_seeds,
+                                                       known=known)
+                rows = [dict(r, l1_defender=float(l1[MATCHED][j]), noise_floor=float(floor[j]))
+                        for j, r in enumerate(rows)]
             return (_result_tensors(res, f"x_{MATCHED}_{name}", f"flow_{MATCHED}_{name}", f"map_{MATCHED}_{name}"),
                     {"rows": [[MATCHED, name, rows]], "attack_seconds": sec})
         if cell.kind == "judge":  # a random interpreter as a defender sees it: maps under seeds the attack never saw

@@ -42,9 +42,10 @@ FLOW_KEYS = ("flow_mean", "flow_loss")
 #: Summary columns of a random interpreter (MASK) judged over the defender seeds: the mean L1 to
 #: the benign map under the defender seeds, MASK's own floor, and (ADV² rows) the judged figure.
 JUDGE_KEYS = ("l1_defender", "noise_floor", "judged_ratio")
-#: Summary column of ADV²-StAdv against StAdv at its flow sizes (a run's ``matched_flow``): its L1 over
-#: the matched StAdv's, over the images both succeeded on.
-MATCHED_KEYS = ("matched_ratio",)
+#: Summary columns of ADV²-StAdv against StAdv at its flow sizes (a run's ``matched_flow``): its L1 over
+#: the matched StAdv's, over the images both succeeded on, and for a random interpreter (MASK) the
+#: judged figure against the matched StAdv, ``(ADV²-StAdv − floor) / (matched − floor)``.
+MATCHED_KEYS = ("matched_ratio", "matched_judged_ratio")
 #: The metadata key of a cell file's record (:meth:`RunStore.save_cell`).
 CELL_KEY = "adv2.cell"
 
@@ -128,7 +129,8 @@ def summarize(examples: list[dict]) -> list[dict]:
 
 def _add_matched(rows: list[dict], groups: dict) -> None:
     """``matched_ratio`` on each ADV²-StAdv row of a run with ``matched_flow``: its mean L1 over the
-    mean L1 of StAdv at the same flow sizes, over the images both succeeded on."""
+    mean L1 of StAdv at the same flow sizes, over the images both succeeded on; where both rows
+    were judged over the defender seeds (MASK), ``matched_judged_ratio`` over the same images."""
     for row in rows:
         key = (MATCHED, row["interpreter"])
         if row["attack"] != "adv2-stadv" or key not in groups:
@@ -138,6 +140,13 @@ def _add_matched(rows: list[dict], groups: dict) -> None:
                  if e["success"] and e["index"] in ok]
         base = sum(float(m["l1"]) for _, m in pairs)
         row["matched_ratio"] = sum(float(a["l1"]) for a, _ in pairs) / base if pairs and base > 0 else None
+        judged = [(a, m) for a, m in pairs if a.get("l1_defender") not in (None, "")
+                  and m.get("l1_defender") not in (None, "")]
+        if judged:  # a random interpreter: as a defender sees it, against the matched StAdv
+            adv, base_l1, floor = (torch.tensor([float(p[which][k]) for p in judged])
+                                   for k, which in (("l1_defender", 0), ("l1_defender", 1), ("noise_floor", 0)))
+            value = judged_ratio(adv, base_l1, floor)
+            row["matched_judged_ratio"] = None if value != value else value
 
 
 def _add_judged(rows: list[dict], groups: dict) -> None:

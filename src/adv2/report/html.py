@@ -130,6 +130,9 @@ def build_report(run_dir: str | Path, max_rows: int = 4) -> Path:
                   "seed, noise_floor the L1 between two seeds' benign maps (the interpreter's own noise), "
                   "judged_ratio = (ADV² − floor) / (baseline − floor) over the images both attacks succeeded on: "
                   "0 is as close as a second run of the interpreter, 1 no closer than the baseline.")
+        if "matched_judged_ratio" in keys:
+            legend += (" matched_judged_ratio is the same figure for ADV²-StAdv against StAdv stopped at "
+                       "ADV²-StAdv's flow size (stadv-matched).")
     sections.append(("Summary", _table(rows, keys) + (f"<p>{html.escape(legend)}</p>" if legend else "")
                      + _img(p, "success rate and L1 per interpreter"),
                      markdown_table(rows, [k for k in keys if any(k in r for r in rows)])
