@@ -14,7 +14,7 @@ the floor is the mean L1 between two defender seeds' benign maps; judged = (ADV�
 
     python benchmarks/imagenet.py [--interpreters grad,cam,gradcam] [--flow cam,grad] [--mask]
                                   [--pgd-steps 100] [--warmup 20] [--steps 100] [--flow-steps 300]
-                                  [--grad-flow-steps 600] [--tau 5e-5]
+                                  [--grad-flow-steps 600] [--tau 5e-5] [--device cuda]
 """
 
 from __future__ import annotations
@@ -93,16 +93,20 @@ def main():
                     help="ADV²-MASK budget, KEY=VALUE[,KEY=VALUE] (default: none, the library's "
                          "ADV2(model, Mask(model)))")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:K (the model, images and attacks run there)")
     args = ap.parse_args()
     t_all = time.perf_counter()
-    model = adv2.models.load(args.model)
+    model = adv2.models.load(args.model, device=args.device)
     x, _ = adv2.data.photos(size=224, augment="mirror")
+    x = x.to(args.device)
     with torch.no_grad():
         pred = model(x).argmax(1)
-    ct = target_classes(pred, range(len(x)), args.seed, 1000)
+    ct = target_classes(pred.cpu(), range(len(x)), args.seed, 1000).to(args.device)
     names, classes = adv2.data.photo_names(augment="mirror"), adv2.data.imagenet_classes()
-    print(f"model {args.model}, {len(x)} photographs ({', '.join(names)}), seed {args.seed}, threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}")
+    where = (torch.cuda.get_device_name(x.device) if x.device.type == "cuda"
+             else f"{torch.get_num_threads()} CPU threads")
+    print(f"model {args.model}, {len(x)} photographs ({', '.join(names)}), seed {args.seed}, {where}, torch "
+          f"{torch.__version__}")
     pairs = zip(pred.tolist(), ct.tolist(), strict=True)
     print("predictions → targets: " + "; ".join(f"{classes[p]} → {classes[t]}" for p, t in pairs))
     print(f"L∞ budgets: PGD {args.pgd_steps} steps; ADV² warmup {args.warmup} + {args.steps} joint steps. Flow (τ "

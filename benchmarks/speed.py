@@ -14,7 +14,7 @@ L∞ variant's for the same interpreter, bar ≤ 1.3× (the warp, the flow loss 
 a signed step; MASK's L∞ line search is replaced by Adam too).
 
     python benchmarks/speed.py [--repeats 5] [--quick] [--models shapes-resnet,resnet50,efficientnet-lite0]
-                               [--interpreters cam,gradcam,grad,mask,rts]
+                               [--interpreters cam,gradcam,grad,mask,rts] [--device cuda]
 
 Prints one table; the PGD baseline is measured in the same run, the same way.
 """
@@ -42,13 +42,21 @@ def interpreter(interp, model):
         try:
             return adv2.interpreters.get("rts", model)
         except ValueError:
-            return adv2.interpreters.RTS(model, net=adv2.interpreters.RTSNet(1000).eval())
+            net = adv2.interpreters.RTSNet(1000).eval().to(next(model.parameters()).device)
+            return adv2.interpreters.RTS(model, net=net)
     return adv2.interpreters.get(interp, model, **({"steps": 20} if interp == "mask" else {}))
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(fn) -> float:
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -90,29 +98,33 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shapes-resnet only")
     ap.add_argument("--models", default="shapes-resnet,resnet50,efficientnet-lite0", help="rows to measure")
     ap.add_argument("--interpreters", default="cam,gradcam,grad,mask,rts")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:K")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     torch.manual_seed(0)
     rows = []
     models = ["shapes-resnet"] if args.quick else args.models.split(",")
     names = tuple(args.interpreters.split(","))
-    x224 = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x224 = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
+    t224 = torch.tensor([1, 2, 3, 4], device=dev)
     if "shapes-resnet" in models:
-        m = adv2.models.load("shapes-resnet")
+        m = adv2.models.load("shapes-resnet", device=dev)
         x, y, _ = adv2.data.shapes(32, split="test", seed=0)
-        rows += bench("shapes-resnet", m, x, (y + 1) % 10, iters=10, repeats=args.repeats, names=names)
+        rows += bench("shapes-resnet", m, x.to(dev), (y.to(dev) + 1) % 10, iters=10, repeats=args.repeats, names=names)
     if "resnet50" in models:
-        r50 = adv2.models.load("resnet50")  # random init: timings only
-        rows += bench("resnet50 (random init)", r50, x224, torch.tensor([1, 2, 3, 4]), iters=3, repeats=args.repeats,
+        r50 = adv2.models.load("resnet50", device=dev)  # random init: timings only
+        rows += bench("resnet50 (random init)", r50, x224, t224, iters=3, repeats=args.repeats,
                       bars=BARS_224, names=names)
     if "efficientnet-lite0" in models:
         try:
-            lite = adv2.models.load("efficientnet-lite0")
+            lite = adv2.models.load("efficientnet-lite0", device=dev)
         except ValueError as e:  # the optional extra is missing
             print(f"skipping efficientnet-lite0: {e}")
         else:
-            rows += bench("efficientnet-lite0", lite, x224, torch.tensor([1, 2, 3, 4]), iters=3,
+            rows += bench("efficientnet-lite0", lite, x224, t224, iters=3,
                           repeats=args.repeats, bars=BARS_224, names=names)
-    print(f"threads: {torch.get_num_threads()}  torch {torch.__version__}")
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"threads: {torch.get_num_threads()}"
+    print(f"{where}  torch {torch.__version__}")
     print(f"| {'model':24s} | {'batch':16s} | {'interp':7s} | {'PGD ms/it':>9s} | {'ADV² ms/it':>10s} "
           f"| {'ratio':>5s} | {'bar':>4s} | ok | {'flow ms/it':>10s} | {'flow/L∞':>7s} | {'bar':>4s} | ok |")
     print("|" + "---|" * 12)

@@ -25,7 +25,7 @@ def _demo(args) -> int:
     run_demo(model=args.model, fast=args.fast, n=args.n, out=args.out, seed=args.seed,
              batch_size=args.batch_size, interpreter_names=tuple(args.interpreters.split(",")),
              attacks=tuple(args.attacks.split(",")), eps=args.eps, shard=args.shard, restart=args.restart,
-             overrides=args.set, progress=not args.no_progress, weights=args.weights)
+             overrides=args.set, progress=not args.no_progress, weights=args.weights, device=args.device)
     return 0
 
 
@@ -46,7 +46,7 @@ def _audit(args) -> int:
               objectives=tuple(args.objectives.split(",")), data=args.data, size=args.size, n=args.n,
               steps=args.steps, samples=args.samples, seed=args.seed, out=args.out, weights=args.weights,
               num_classes=args.num_classes, measure=args.measure, labels=args.labels, augment=args.augment,
-              progress=not args.no_progress, label=args.label)
+              progress=not args.no_progress, label=args.label, device=args.device)
     return 0
 
 
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--eps", type=float, default=0.031, help="L∞ budget on [0, 1] images (default 0.031 ≈ 8/255)")
     d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:K, or auto (a GPU if there is one)")
     d.add_argument("--interpreters", default="grad,cam,gradcam,mask,rts",
                    help="comma-separated interpreter names (also: rts-aid)")
     d.add_argument("--attacks", default="pgd,adv2,stadv,adv2-stadv",
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--steps", type=int, default=80, help="iterations per attack (default 80)")
     au.add_argument("--samples", type=int, default=8, help="random-noise draws per image (default 8)")
     au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:K, or auto (a GPU if there is one)")
     au.add_argument("--out", default="runs/audit", help="output folder (default runs/audit)")
     au.add_argument("--no-progress", action="store_true")
     au.set_defaults(func=_audit)

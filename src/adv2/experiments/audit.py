@@ -50,6 +50,7 @@ from adv2.attacks.presets import PRESETS, preset
 from adv2.data.photos import AUGMENTATIONS
 from adv2.data.selection import select_examples, target_classes
 from adv2.data.sources import FolderData, PhotosData, ShapesData
+from adv2.experiments.runner import resolve_device
 from adv2.experiments.sources import model_for_run, model_spec, user_model_in_eval_mode
 from adv2.experiments.sources import model_name as label_of
 from adv2.experiments.store import env_info
@@ -122,7 +123,7 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
               samples: int = 8, seed: int = 0, out: str | Path = "runs/audit", weights: str | None = None,
               num_classes: int | None = None, measure: str = "l1", labels: str = "sorted", augment: str = "mirror",
               progress: bool = True, verbose: bool = True, *, model: nn.Module | None = None,
-              label: str | None = None) -> dict:
+              label: str | None = None, device: str = "cpu") -> dict:
     """Run the audit (see the module docstring) and write ``out/audit.json`` and ``out/audit.png``;
     return the JSON dict. ``steps`` iterations per attack (ADV² also 1/2 of that of PGD warm-up).
 
@@ -132,7 +133,9 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
 
     ``data``: ``None`` (shapes for an embedded model, else the photographs), ``"shapes"``,
     ``"photos"`` (``augment``: none, mirror or crops: 4, 8 or 16 images; ``n`` is capped at that)
-    or an image folder ``root/<class>/<image>`` (``size``, ``labels``)."""
+    or an image folder ``root/<class>/<image>`` (``size``, ``labels``). ``device``: where a model
+    named by ``model_name`` runs (``cpu``, ``cuda``, ``cuda:K`` or ``auto``); a model object runs on
+    its own device."""
     if isinstance(model_name, nn.Module):
         if model is not None:
             raise ValueError("run_audit: pass the model once (as the first argument or as model=)")
@@ -153,7 +156,8 @@ def run_audit(model_name: str | nn.Module = "shapes-resnet", interpreter_names=(
     if data is None:
         data = "shapes" if model is None and model_name in EMBEDDED else "photos"
     spec = None if model is not None else model_spec(model_name, weights, num_classes)
-    net, spec, device, identity = model_for_run(spec, model, label, size=64 if data == "shapes" else size)
+    device = resolve_device(device) if model is None else "cpu"  # a model object stays on its own device
+    net, spec, device, identity = model_for_run(spec, model, label, device, size=64 if data == "shapes" else size)
     model_name = label_of(spec)
     interps = {name: build_interpreter(name, net) for name in interpreter_names}
     if data == "shapes":

@@ -28,7 +28,7 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
              seed: int = 0, batch_size: int = 32, interpreter_names=INTERPRETERS, eps: float = 0.031,
              alpha: float = 1 / 255, budgets: dict | None = None, overrides: list[str] | None = None,
              attacks=ATTACKS, shard: str | None = None, restart: bool = False, progress: bool = True,
-             verbose: bool = True, weights: str | Path | None = None) -> dict | None:
+             verbose: bool = True, weights: str | Path | None = None, device: str = "cpu") -> dict | None:
     """Run the ``attacks`` (default all of :data:`ATTACKS`: PGD, ADV², StAdv, StAdv-based ADV²)
     against each interpreter on ``n`` correctly classified test images of an embedded model;
     write the run directory ``out`` and return the summary dict.
@@ -46,7 +46,8 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     entries of them (``["mask.n_step=2", "grad.flow.steps=100"]``, see :func:`apply_overrides`).
 
     ``model``: an embedded model, or your own 10-class shapes classifier as a factory
-    ``package.module:function`` (with its state dict ``weights``; see :func:`adv2.models.from_factory`)."""
+    ``package.module:function`` (with its state dict ``weights``; see :func:`adv2.models.from_factory`).
+    ``device``: ``cpu`` (default), ``cuda``, ``cuda:K`` or ``auto`` (a GPU if there is one)."""
     budget = apply_overrides(copy.deepcopy(budgets or BUDGETS["fast" if fast else "default"]), overrides or [])
     n = n if n is not None else budget["n"]
     if not isinstance(n, int) or n < 1:
@@ -73,7 +74,7 @@ def run_demo(model: str = "shapes-resnet", fast: bool = False, n: int | None = N
     raw = yaml.safe_load(packaged_config("demo").read_text())
     spec = model if weights is None else model_spec(model, weights)
     raw.update(model=spec, data={"name": "shapes", "n": n, "seed": seed}, batch_size=batch_size, eps=eps,
-               alpha=alpha, interpreters=list(interpreter_names), attacks=list(attacks), budgets=budget)
+               alpha=alpha, interpreters=list(interpreter_names), attacks=list(attacks), budgets=budget, device=device)
     cfg = resolve(raw, source="adv2 demo")
     label = model_name(spec).replace(":", "-")
     out = Path(out) if out is not None else Path("runs") / f"demo-{label}{'-fast' if fast else ''}"
