@@ -285,3 +285,18 @@ def test_target_classes_restricted_to_the_classes_a_folder_has():
     assert torch.equal(t[:1], target_classes(torch.tensor([3]), [0], 0, 1000, allowed=[3, 7, 9]))
     with pytest.raises(ValueError, match="single class"):
         target_classes(torch.tensor([3]), [0], 0, 1000, allowed=[3])
+
+
+def test_a_bare_cuda_resolves_to_an_indexed_device(monkeypatch):
+    # torch.cuda.set_device refuses a device without an index: a bare "cuda" (config, --device) must get one
+    from adv2.experiments.runner import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda:1")
+    assert resolve_device("auto") == torch.device("cuda:1")
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda:0")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="2 CUDA devices"):
+        resolve_device("cuda:2")

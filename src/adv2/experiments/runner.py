@@ -72,15 +72,16 @@ REPORT_KEYS = ("attack", "interpreter", "n", "success_rate", "success_rate_quant
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """``cpu`` | ``cuda`` | ``cuda:K`` | ``auto`` → a device; under ``torchrun`` a bare ``cuda`` is
-    ``cuda:LOCAL_RANK`` (one device per rank). A ``ValueError`` when CUDA is asked for but absent."""
+    """``cpu`` | ``cuda`` | ``cuda:K`` | ``auto`` → a device with an index; under ``torchrun`` a bare
+    ``cuda`` is ``cuda:LOCAL_RANK`` (one device per rank), else the current CUDA device. A
+    ``ValueError`` when CUDA is asked for but absent."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r}: CUDA is not available on this machine (use device: cpu or auto)")
-        if name == "cuda" and local_rank is not None:
-            name = f"cuda:{local_rank}"
+        if name == "cuda":
+            name = f"cuda:{local_rank if local_rank is not None else torch.cuda.current_device()}"
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
