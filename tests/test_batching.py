@@ -61,3 +61,49 @@ def test_is_out_of_memory_and_concat_tensors():
     assert torch.equal(concat([torch.zeros(2, 3), torch.ones(1, 3)]), torch.cat([torch.zeros(2, 3), torch.ones(1, 3)]))
     with pytest.raises(TypeError):
         concat([1, 2])
+
+
+def test_concat_tuples_and_dicts_element_by_element():
+    a = ({"p": torch.zeros(2)}, torch.ones(2))
+    b = ({"p": torch.ones(1)}, torch.zeros(1))
+    d, t = concat([a, b])
+    assert torch.equal(d["p"], torch.tensor([0.0, 0.0, 1.0])) and torch.equal(t, torch.tensor([1.0, 1.0, 0.0]))
+
+
+def test_every_cell_of_a_run_splits_a_batch_that_does_not_fit(tmp_path, monkeypatch):
+    # MASK's maps (the benign cell, the baselines' maps, the matched StAdv, the defender seeds' re-solves)
+    # fail like an allocator on more than 2 images: the run splits each of those calls and gives the results
+    # of a run that fit
+    import csv
+
+    from adv2.cli import main
+    from adv2.interpreters.mask import Mask
+
+    args = ["run", "demo", "--set", "data.n=4", "--set", "batch_size=4", "--set", "interpreters=[mask]",
+            "--set", "attacks=[pgd,stadv,adv2-stadv]", "--set", "matched_flow=true", "--set", "attacks.steps=2",
+            "--set", "budgets.mask.interpreter.steps=6", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    original, calls = Mask.__call__, []
+
+    def limited(self, x, target):
+        calls.append(len(x))
+        if len(x) > 2:
+            raise RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory")
+        return original(self, x, target)
+
+    monkeypatch.setattr(Mask, "__call__", limited)
+    assert main([*args, "--out", str(tmp_path / "split")]) == 0
+    assert 4 in calls and max(c for c in calls if c <= 2) == 2
+    assert "did not fit in memory" in (tmp_path / "split" / "log.txt").read_text()
+
+    def rows(run):
+        with open(tmp_path / run / "examples.csv") as f:
+            return list(csv.DictReader(f))
+
+    whole, split = rows("whole"), rows("split")
+    assert len(whole) == len(split) and {r["attack"] for r in whole} == {"pgd", "stadv", "adv2-stadv", "stadv-matched"}
+    for a, b in zip(whole, split, strict=True):
+        assert (a["attack"], a["success"]) == (b["attack"], b["success"])
+        for k in ("l1", "l1_defender", "noise_floor"):
+            if a.get(k):
+                assert abs(float(a[k]) - float(b[k])) < 5e-3, (a["attack"], k, a[k], b[k])

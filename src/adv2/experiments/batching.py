@@ -35,11 +35,16 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 def concat(parts: list):
-    """Concatenate per-example results along dimension 0: tensors, or :class:`AttackResult` s
-    field by field (``None`` fields stay ``None``)."""
+    """Concatenate per-example results along dimension 0: tensors, :class:`AttackResult` s
+    field by field (``None`` fields stay ``None``), and tuples or dicts of those, element by
+    element."""
     first = parts[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(parts)
+    if isinstance(first, tuple):
+        return tuple(concat([p[i] for p in parts]) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: concat([p[k] for p in parts]) for k in first}
     if isinstance(first, AttackResult):
         fields = {}
         for f in dataclasses.fields(AttackResult):

@@ -10,7 +10,7 @@ interpreter its maps and each ADV² attack against it, then the transfer measure
 cell is stored at once (:meth:`~adv2.experiments.store.RunStore.save_cell`) and a rerun reads it
 back instead of running it again; each cell starts from the global torch generator seeded by
 ``(seed, batch, cell)`` (:func:`~adv2.experiments.batching.cell_seed`), so a resumed batch equals an
-uninterrupted one. The progress bar (:class:`~adv2.experiments.batching.RunProgress`) advances with
+uninterrupted one (on the CPU; CUDA's non-deterministic kernels vary at rounding level). The progress bar (:class:`~adv2.experiments.batching.RunProgress`) advances with
 the model's forward passes and ``log.txt`` gets a line per finished cell.
 """
 
@@ -221,7 +221,7 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     x_all, y_all, masks, idx, scanned = select_examples(net, data, cfg["data"]["n"], seed, device)
     true_all = data.load(idx)[1] if getattr(data, "selection", "correct") == "all" else None
     for g in interps.values():
-        g.validate(x_all.to(device))
+        g.validate(x_all[:1].to(device))  # reads the shape only
     num_classes = int(net(x_all[:1].to(device)).shape[1])
     # targets: any class of the model; for the `other` policy, a class the folder has images of
     allowed = data.present_classes() if policy == "other" and data.name == "folder" else None
@@ -567,16 +567,16 @@ class _Batch:
         a, name = cell.attack, cell.interpreter
         if cell.kind == "attack" and name is None:  # a baseline: one result, measured under every interpreter
             atk = w.baselines[a]
-            t0 = time.time()
+            t0 = _clock(x)
             res = split_on_oom(atk, x, ct, on_split=w.on_split, **_callback(atk, prog))
-            sec = time.time() - t0
+            sec = _clock(x) - t0
             return _result_tensors(res, f"x_{a}", f"flow_{a}", None), {"rows": [], "attack_seconds": sec}
         if cell.kind == "attack":
             atk = w.per_interp[a][name]
             target = self.target[name]
-            t0 = time.time()
+            t0 = _clock(x)
             res = split_on_oom(atk, x, ct, target_map=target, on_split=w.on_split, **_callback(atk, prog))
-            sec = time.time() - t0
+            sec = _clock(x) - t0
             rows = self.rows_of(evaluate_attack(a, name, res, target, ids, sec, x=x, labels=y, targets=ct,
                                                 iterations=iterations_of(atk)))
             return (_result_tensors(res, f"x_{a}_{name}", f"flow_{a}_{name}", f"map_{a}_{name}"),
@@ -591,7 +591,7 @@ class _Batch:
             for b in w.attacks:
                 if b in w.baselines:
                     res, sec = copy.copy(self.base[b][0]), self.base[b][1]
-                    res.map = tensors[f"map_{b}_{name}"] = g(res.x_adv, ct).detach()
+                    res.map = tensors[f"map_{b}_{name}"] = split_on_oom(g, res.x_adv, ct, on_split=w.on_split).detach()
                     rows.append([b, name, self.rows_of(evaluate_attack(
                         b, name, res, target, ids, sec, x=x, labels=y, targets=ct,
                         iterations=iterations_of(w.baselines[b])))])
@@ -599,15 +599,17 @@ class _Batch:
         if cell.kind == "matched":  # StAdv per example at ADV²-StAdv's flow size: the two at equal perturbation
             g, st = w.interps[name], w.baselines["stadv"]
             want = mean_flow(self.adv[("adv2-stadv", name)].flow)
-            t0 = time.time()
-            res = stadv_at_flow(st.model, x, ct, want, settings=MATCHED_SETTINGS, steps=st.steps, interpreter=g)
-            sec = time.time() - t0
+            t0 = _clock(x)
+            res = split_on_oom(lambda xs, cs, ws: stadv_at_flow(st.model, xs, cs, ws, settings=MATCHED_SETTINGS,
+                                                                steps=st.steps, interpreter=g),
+                               x, ct, want, on_split=w.on_split)
+            sec = _clock(x) - t0
             rows = self.rows_of(evaluate_attack(MATCHED, name, res, self.target[name], ids, sec, x=x, labels=y,
                                                 targets=ct, iterations=len(MATCHED_SETTINGS) * st.steps))
             if w.judged(name):  # a random interpreter: the matched example's maps under the defender seeds too
                 known = {"benign": self.benign[name], MATCHED: res.map}
-                l1, floor = metrics.defender_distances(g, x, y, {MATCHED: (res.x_adv, ct)}, w.defender_seeds,
-                                                       known=known)
+                l1, floor = _defender_distances(g, x, y, {MATCHED: (res.x_adv, ct)}, w.defender_seeds, known,
+                                                w.on_split)
                 rows = [dict(r, l1_defender=float(l1[MATCHED][j]), noise_floor=float(floor[j]))
                         for j, r in enumerate(rows)]
             return (_result_tensors(res, f"x_{MATCHED}_{name}", f"flow_{MATCHED}_{name}", f"map_{MATCHED}_{name}"),
@@ -616,7 +618,7 @@ class _Batch:
             g = w.interps[name]
             examples = {a: (self.adv[(a, name)].x_adv, ct) for a in w.attacks}
             known = {"benign": self.benign[name], **{a: self.adv[(a, name)].map for a in w.attacks}}
-            l1, floor = metrics.defender_distances(g, x, y, examples, w.defender_seeds, known=known)
+            l1, floor = _defender_distances(g, x, y, examples, w.defender_seeds, known, w.on_split)
             rows = [[a, name, [dict(r, l1_defender=float(l1[a][j]), noise_floor=float(floor[j]))
                                for j, r in enumerate(self.rows[(a, name)])]] for a in w.attacks]
             return {}, {"rows": rows}
@@ -626,21 +628,45 @@ class _Batch:
                 for made in w.interps:
                     res = self.adv[(b, made)]
                     for other_name, g in w.interps.items():
-                        m = res.map if other_name == made else g(res.x_adv, ct).detach()
+                        m = res.map if other_name == made else split_on_oom(g, res.x_adv, ct,
+                                                                            on_split=w.on_split).detach()
                         rows += transfer_rows(b, made, w.source, other_name, res.success, m, self.target[other_name],
                                               ids)
         for other, (net, o_interps) in w.others.items():  # made on the source model, measured on another
             with torch.no_grad():
-                preds = {key: net(res.x_adv).argmax(1) for key, res in self.adv.items()}
+                preds = {key: split_on_oom(net, res.x_adv, on_split=w.on_split).argmax(1)
+                         for key, res in self.adv.items()}
             for other_name, g in o_interps.items():
-                benign = g(x, y).detach()
+                benign = split_on_oom(g, x, y, on_split=w.on_split).detach()
                 target = target_maps(w.policy, g, benign, self.x_donor, ct, ids, w.seed)
                 for b in w.attacks:
                     res = self.adv[(b, other_name)]
-                    m = g(res.x_adv, ct).detach()
+                    m = split_on_oom(g, res.x_adv, ct, on_split=w.on_split).detach()
                     rows += transfer_rows(b, other_name, other, other_name, preds[(b, other_name)] == ct, m, target,
                                           ids)
         return {}, {"rows": [["transfer", None, rows]]}
+
+
+def _clock(x: torch.Tensor) -> float:
+    """Wall-clock seconds, after the GPU has finished the work queued on ``x``'s device (CUDA runs
+    asynchronously: without it a cell's time would miss its last kernels)."""
+    if x.device.type == "cuda":  # pragma: no cover - no GPU in CI
+        torch.cuda.synchronize(x.device)
+    return time.time()
+
+
+def _defender_distances(g, x, y, examples: dict, seeds, known: dict, on_split) -> tuple[dict, torch.Tensor]:
+    """:func:`adv2.metrics.defender_distances`, the batch split in halves where it does not fit in
+    memory (every tensor it takes and returns is per example)."""
+    names, kept = list(examples), list(known)
+
+    def run(xs, ys, *flat):
+        ex = {a: (flat[2 * i], flat[2 * i + 1]) for i, a in enumerate(names)}
+        kn = {k: flat[2 * len(names) + i] for i, k in enumerate(kept)}
+        return metrics.defender_distances(g, xs, ys, ex, seeds, known=kn)
+
+    flat = [t for a in names for t in examples[a]] + [known[k] for k in kept]
+    return split_on_oom(run, x, y, *flat, on_split=on_split)
 
 
 def _run_cells(k: int, batch: dict, plan: list[_Cell], w: _Work, store: RunStore, prog: RunProgress,
