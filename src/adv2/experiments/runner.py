@@ -11,7 +11,8 @@ cell is stored at once (:meth:`~adv2.experiments.store.RunStore.save_cell`) and 
 back instead of running it again; each cell starts from the global torch generator seeded by
 ``(seed, batch, cell)`` (:func:`~adv2.experiments.batching.cell_seed`), so a resumed batch equals an
 uninterrupted one (on the CPU; CUDA's non-deterministic kernels vary at rounding level). The
-progress bar (:class:`~adv2.experiments.batching.RunProgress`) advances with the model's forward passes and ``log.txt`` gets a line per finished cell.
+progress bar (:class:`~adv2.experiments.batching.RunProgress`) advances with the model's forward
+passes and ``log.txt`` gets a line per finished cell.
 """
 
 from __future__ import annotations
