@@ -106,11 +106,11 @@ def build_interpreter(name: str, model):
 @torch.no_grad()
 def random_l1(g, x, y, benign, eps: float, samples: int, seed: int) -> torch.Tensor:
     """Per example, the largest L1 of ``g(x + u) `` to ``benign`` over ``samples`` draws of ``u``
-    uniform in the ε-ball (images clipped to [0, 1]); seeded."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    uniform in the ε-ball (images clipped to [0, 1]); seeded, the same draws on any device."""
+    gen = torch.Generator().manual_seed(seed)
     worst = torch.zeros(x.shape[0], device=x.device)
     for _ in range(samples):
-        u = (torch.rand(x.shape, generator=gen, device=x.device) * 2 - 1) * eps
+        u = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(x.device)
         with torch.enable_grad():
             m = g((x + u).clamp(0, 1), y)
         worst = torch.maximum(worst, metrics.lp_distance(m.detach(), benign))
