@@ -333,3 +333,30 @@ def test_adv2_flow_against_mask_tracks_the_mask_through_the_flow(resnet_model, b
     on_grid = ((res.x_adv * 255 - torch.round(res.x_adv * 255)).abs() < 1e-4).flatten(1).all(1)
     assert on_grid.sum() >= 3
     torch.testing.assert_close(res.map, g(res.x_adv, t), atol=1e-5, rtol=0)
+
+
+def test_rotated_seeds_are_new_at_every_fresh_solve_and_accounted_for(resnet_model, batch, monkeypatch):
+    """Each fresh solve (and the unrolled steps after it) uses new jitter seeds; ``attack_seeds``
+    lists exactly the seeds the attack used; fixed seeds use ``seed + 1 … seed + n_seeds`` only."""
+    x, y, _, t = batch
+    g = Mask(resnet_model, steps=4, seed=3)
+    used = []
+    original = Mask.solve
+
+    def spy(self, *args, seed=None, **kwargs):
+        used.extend(seed.tolist() if isinstance(seed, torch.Tensor) else [seed])
+        return original(self, *args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(Mask, "solve", spy)
+    for rotate in (True, False):
+        used.clear()
+        tr = g.tracker(n_step=1, n_reset=2, n_seeds=2, rotate_seeds=rotate)
+        ADV2(resnet_model, tr, warmup=1, steps=5)(x[:2], t[:2], target_map=g(x[:2], y[:2]))
+        attack = set(used) - {3, None}  # the interpreter's own seed (None: its default): benign and reported maps
+        assert attack == tr.attack_seeds(5)
+        # resets at 0, 2, 4 and the last iteration (5): four rounds of two seeds, or the same two
+        assert len(attack) == (8 if rotate else 2) and {4, 5} <= attack
+    assert ADV2.paper(resnet_model, g).tracker.rotate_seeds is False
+    assert ADV2(resnet_model, g).tracker.rotate_seeds is True
+    with pytest.raises(ValueError, match="rotate_seeds must be True or False"):
+        g.tracker(rotate_seeds=1)

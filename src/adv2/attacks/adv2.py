@@ -64,6 +64,7 @@ FLAT_KEYS = {
     "mask_loss": ("tracker", "mask_loss"),
     "unroll_draws": ("tracker", "unroll_draws"),
     "unroll_seeds": ("tracker", "unroll_seeds"),
+    "rotate_seeds": ("tracker", "rotate_seeds"),
     "lam_enc": ("tracker", "lam_enc"),
 }
 
@@ -193,7 +194,7 @@ class ADV2:
             if key in row:
                 kwargs.setdefault(key, row[key])
         if not isinstance(interpreter, MapTracker):
-            for key in ("n_step", "n_reset", "n_seeds"):
+            for key in ("n_step", "n_reset", "n_seeds", "rotate_seeds"):
                 if key in row:
                     kwargs.setdefault(key, row[key])
         if (perturbation == "linf" and kwargs.get("step_rule", row.get("step_rule")) == "search"

@@ -192,12 +192,13 @@ def run_experiment(cfg: dict, out: str | Path, shard: str | None = None, restart
     for a, by_name in per_interp.items():
         for name, atk in by_name.items():
             tr = getattr(atk, "tracker", None)
-            if getattr(interps[name], "random", False) and hasattr(tr, "n_seeds"):
-                used = defenders & set(range(tr.seed, tr.seed + tr.n_seeds))
+            if getattr(interps[name], "random", False) and hasattr(tr, "attack_seeds"):
+                used = defenders & tr.attack_seeds(atk.steps)
                 if used:
                     raise ValueError(f"defender_seeds {sorted(used)} are jitter seeds {a} uses against {name} "
-                                     f"(seeds {tr.seed}..{tr.seed + tr.n_seeds - 1}); a defender's seeds must be "
-                                     "ones the attack never saw")
+                                     f"(seeds {tr.seed}..{tr.seed + tr.n_seeds - 1}"
+                                     f"{', rotated at each fresh solve' if tr.rotate_seeds else ''}); a defender's "
+                                     "seeds must be ones the attack never saw")
     baselines = {}
     for a, cls, extra in (("pgd", PGD, dict(eps=cfg["eps"], alpha=cfg["alpha"])), ("stadv", StAdv, {})):
         if a in attacks:

@@ -326,17 +326,18 @@ class Mask(Interpreter):
         return self.solve(x, target, create_graph=create_graph)[0]
 
     def tracker(self, n_step: int = 2, n_reset: int = 25, n_seeds: int = 2, mask_loss: str = "unroll",
-                unroll_draws: int = 1, unroll_seeds: int = 1) -> MaskTracker:
+                unroll_draws: int = 1, unroll_seeds: int = 1, rotate_seeds: bool = True) -> MaskTracker:
         """The bilevel scheme of the ADV² loop (:class:`MaskTracker`): ``n_step`` unrolled Adam steps
         of MASK per joint iteration, a from-scratch re-solve every ``n_reset`` iterations, the
         expectation over ``n_seeds`` jitter seeds, ``unroll_draws`` jitter draws per unrolled step
         (the re-solves use the interpreter's ``jitter_draws``), ``unroll_seeds`` of the seeds'
-        running states unrolled per iteration, in turn; ``mask_loss="objective"`` is the
-        authors' shortcut. The defaults are the measured robust scheme (the paper's one seed,
+        running states unrolled per iteration, in turn; ``rotate_seeds``: each re-solve draws new
+        jitter seeds, so that the keep-best choice is judged by seeds the attack has not fitted;
+        ``mask_loss="objective"`` is the authors' shortcut. The defaults are the measured robust scheme (the paper's one seed,
         four steps and a re-solve every 50 are ``ADV2.paper``'s).
         ``ADV2(model, Mask(model).tracker(n_seeds=8))`` attacks with other settings."""
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds,
-                           unroll_draws=unroll_draws, unroll_seeds=unroll_seeds)
+                           unroll_draws=unroll_draws, unroll_seeds=unroll_seeds, rotate_seeds=rotate_seeds)
 
     def __repr__(self):
         return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, "
@@ -366,6 +367,12 @@ class MaskTracker(MapTracker):
     the mean over those: a stochastic estimate of the expectation at the cost of ``j`` seeds.
     The unrolled steps average ``unroll_draws`` jitter shifts each.
 
+    With ``rotate_seeds`` (the default) fresh solve ``r`` and the unrolled steps after it use the
+    seeds ``seed + r·ROTATE_STRIDE + i``: the image is judged for keep-best by seeds it was not
+    optimised against. With fixed seeds the attack fits their jitter sequences, and on some images
+    the maps under those seeds reach the target while any other seed's map is as far as PGD's or
+    further (docs/notes/2026-12-what-was-tried.md, "Rotating the attack's seeds").
+
     ``mode="objective"`` is the authors' cheaper route instead of the unrolled steps: the
     interpretation loss is MASK's own objective evaluated at the target map on ``x̂`` (so that
     ``m_t`` becomes cheap for MASK there); resets and keep-best are the same. Measured worse
@@ -375,7 +382,8 @@ class MaskTracker(MapTracker):
     MODES = ("unroll", "objective")
 
     def __init__(self, interpreter: Mask, n_step: int = 2, n_reset: int = 25, seed: int | None = None,
-                 mode: str = "unroll", n_seeds: int = 2, unroll_draws: int = 1, unroll_seeds: int = 1):
+                 mode: str = "unroll", n_seeds: int = 2, unroll_draws: int = 1, unroll_seeds: int = 1,
+                 rotate_seeds: bool = True):
         if mode not in self.MODES:
             raise ValueError(f"unknown mask_loss {mode!r}; expected one of {self.MODES}")
         for name, v in (("n_step", n_step), ("n_reset", n_reset), ("n_seeds", n_seeds), ("unroll_draws", unroll_draws),
@@ -390,13 +398,34 @@ class MaskTracker(MapTracker):
         self.unrolled = copy.copy(interpreter)  # the unrolled steps' MASK: unroll_draws shifts per step
         self.unrolled.jitter_draws = unroll_draws
         self.states: list[MaskState] = []
+        if not isinstance(rotate_seeds, bool):
+            raise ValueError(f"rotate_seeds must be True or False, got {rotate_seeds!r}")
+        self.rotate_seeds = rotate_seeds
+        self.resets, self.base = 0, self.seed
+
+    #: With ``rotate_seeds``, fresh solve ``r`` uses the seeds ``seed + r·ROTATE_STRIDE + i``: far from the
+    #: small seeds people choose as defender seeds.
+    ROTATE_STRIDE = 1_000_000
+
+    def seeds_at(self, r: int) -> int:
+        """The first jitter seed of fresh solve ``r`` (0, 1, ...) and the unrolled steps after it."""
+        return self.seed + (r * self.ROTATE_STRIDE if self.rotate_seeds else 0)
+
+    def attack_seeds(self, steps: int) -> set[int]:
+        """Every jitter seed an attack of ``steps`` joint iterations uses (for checks that a
+        defender's seeds are unseen)."""
+        resets = steps // self.n_reset + 1 + (1 if steps % self.n_reset else 0)
+        rounds = resets if self.rotate_seeds else 1
+        return {self.seeds_at(r) + i for r in range(rounds) for i in range(self.n_seeds)}
 
     def options(self) -> dict:
         return {"n_step": self.n_step, "n_reset": self.n_reset, "n_seeds": self.n_seeds, "mask_loss": self.mode,
-                "unroll_draws": self.unroll_draws, "unroll_seeds": self.unroll_seeds}
+                "unroll_draws": self.unroll_draws, "unroll_seeds": self.unroll_seeds, "rotate_seeds": self.rotate_seeds}
 
     def reset(self) -> None:
         self.states = []
+        self.resets = 0
+        self.base = self.seed
 
     def _distance(self, ctx, sal: torch.Tensor) -> torch.Tensor:
         """Mean over the seeds of ``ctx.distance`` of stacked maps ``(k·N, 1, h, w)`` (seed-major) → ``(N,)``."""
@@ -407,7 +436,7 @@ class MaskTracker(MapTracker):
         """Solve the seeds ``chosen`` (indices into ``0..n_seeds−1``) on ``x`` ``(N, ...)``, from their
         ``states`` (a fresh start if ``None``), as one batch of ``len(chosen) × N`` copies."""
         n, k = x.shape[0], len(chosen)
-        seeds = torch.tensor([self.seed + i for i in chosen]).repeat_interleave(n)
+        seeds = torch.tensor([self.base + i for i in chosen]).repeat_interleave(n)
         state = None
         if states is not None:
             state = MaskState(*(torch.cat([getattr(st, f) for st in states])
@@ -424,6 +453,8 @@ class MaskTracker(MapTracker):
             xq = ctx.quantize(x_adv.detach())
             with torch.no_grad():
                 ok = self.g.model(xq).argmax(1) == ctx.target_class
+            self.base = self.seeds_at(self.resets)
+            self.resets += 1
             fresh, self.states = self._solve(self.g, xq, ctx, list(range(k)))
             cand = (xq, self._distance(ctx, fresh), ok)
         if last:

@@ -17,7 +17,7 @@ PAPER_DEFAULTS = {
     "cam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
     "gradcam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
     "mask": dict(steps=1000, warmup=300, lam=10.0, step_rule="search", alpha_max=0.08, n_step=4, n_reset=50,
-                 n_seeds=1),
+                 n_seeds=1, rotate_seeds=False),
     "rts": dict(steps=1200, warmup=300, lam=0.002 * 56 * 56, lam_enc=0.1),
 }
 PAPER_DEFAULTS["rts-aid"] = PAPER_DEFAULTS["rts"]
@@ -32,7 +32,8 @@ FLOW_DEFAULTS = {
     "grad": dict(steps=800, warmup=0, lam=0.023 * 56 * 56, tau=5e-4),
     "cam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
     "gradcam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
-    "mask": dict(steps=1000, warmup=0, lam=PAPER_DEFAULTS["mask"]["lam"], tau=5e-4, n_step=4, n_reset=50, n_seeds=1),
+    "mask": dict(steps=1000, warmup=0, lam=PAPER_DEFAULTS["mask"]["lam"], tau=5e-4, n_step=4, n_reset=50, n_seeds=1,
+                 rotate_seeds=False),
     "rts": dict(steps=600, warmup=0, lam=0.0408 * 56 * 56, tau=5e-4, lam_enc=0.1),
 }
 FLOW_DEFAULTS["rts-aid"] = FLOW_DEFAULTS["rts"]
