@@ -333,8 +333,8 @@ class Mask(Interpreter):
         (the re-solves use the interpreter's ``jitter_draws``), ``unroll_seeds`` of the seeds'
         running states unrolled per iteration, in turn; ``rotate_seeds``: each re-solve draws new
         jitter seeds, so that the keep-best choice is judged by seeds the attack has not fitted;
-        ``mask_loss="objective"`` is the authors' shortcut. The defaults are the measured robust scheme (the paper's one seed,
-        four steps and a re-solve every 50 are ``ADV2.paper``'s).
+        ``mask_loss="objective"`` is the authors' shortcut. The defaults are the measured robust
+        scheme (the paper's one fixed seed, four steps and a re-solve every 50 are ``ADV2.paper``'s).
         ``ADV2(model, Mask(model).tracker(n_seeds=8))`` attacks with other settings."""
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds,
                            unroll_draws=unroll_draws, unroll_seeds=unroll_seeds, rotate_seeds=rotate_seeds)
