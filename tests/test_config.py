@@ -116,5 +116,9 @@ def test_defender_seeds_the_attack_uses_are_refused(tmp_path, capsys):
             "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "defender_seeds [2] are jitter seeds adv2 uses against mask (seeds 1..2)" in err
+    assert "defender_seeds [2] are jitter seeds adv2 uses against mask (seeds 1..2, rotated at each fresh solve)" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+    # a seed of a later fresh solve (rotated seeds: seed + r·1 000 000 + i) is refused too
+    args[args.index("defender_seeds=[0, 2]")] = "defender_seeds=[0, 1000001]"
+    assert main(args) == 2
+    assert "defender_seeds [1000001] are jitter seeds" in capsys.readouterr().err
