@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adv2.attacks import ADV2
 from adv2.attacks.adv2 import AttackContext
@@ -49,6 +50,22 @@ def test_shift_moves_each_image_by_its_offset():
     torch.testing.assert_close(out[0, 0, :4], x[0, 0, 1:])  # content moves up by one row
     torch.testing.assert_close(out[1, 0, :, 1:], x[1, 0, :, :-1])  # and right by one column
     assert torch.equal(shift(x, torch.zeros(2, 2, dtype=torch.long), 1), x)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_shift_matches_a_crop_of_the_reflected_image_with_its_gradient(radius):
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 9, 7, requires_grad=True)
+    off = torch.randint(-radius, radius + 1, (5, 2))
+    xp = F.pad(x, (radius,) * 4, mode="reflect")  # an independent reference: one crop per image
+    ref = torch.cat([xp[i:i + 1, :, radius + dy:radius + dy + 9, radius + dx:radius + dx + 7]
+                     for i, (dy, dx) in enumerate(off.tolist())])
+    out = shift(x, off, radius)
+    assert torch.equal(out, ref)
+    w = torch.randn_like(ref)
+    (g_out,) = torch.autograd.grad((out * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(g_out, g_ref)
 
 
 def test_jitter_is_a_function_of_seed_and_step():

@@ -100,9 +100,9 @@ def shift(x: torch.Tensor, offsets: torch.Tensor, radius: int) -> torch.Tensor:
     off = offsets.to(x.device)
     rows = torch.arange(h, device=x.device)[None] + radius + off[:, :1]  # (N, H)
     cols = torch.arange(w, device=x.device)[None] + radius + off[:, 1:]  # (N, W)
-    i = torch.arange(n, device=x.device)[:, None, None, None]
-    ch = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[i, ch, rows[:, None, :, None], cols[:, None, None, :]]
+    # one flat gather per image (its backward a scatter, 3-4x faster than advanced indexing's)
+    flat = (rows[:, :, None] * (w + 2 * radius) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return xp.flatten(2).gather(2, flat).view(n, c, h, w)
 
 
 @dataclass
