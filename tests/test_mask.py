@@ -377,3 +377,36 @@ def test_rotated_seeds_are_new_at_every_fresh_solve_and_accounted_for(resnet_mod
     assert ADV2(resnet_model, g).tracker.rotate_seeds is True
     with pytest.raises(ValueError, match="rotate_seeds must be True or False"):
         g.tracker(rotate_seeds=1)
+
+
+def test_game_term_adds_masks_game_at_the_target_map(resnet_model, batch):
+    """``game_term`` κ adds κ × (the target class's probability once the target map's region of x̂
+    is blurred) to the loss, computed here independently; κ = 0 leaves the loss as it was; the
+    term's gradient reaches the image."""
+    x, y, _, t = batch
+    x, t = x[:3], t[:3]
+    g = Mask(resnet_model, steps=3)
+    m_t = g(x, y[:3])
+    x_adv = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    x_adv.requires_grad_(True)
+
+    def loss(kappa):
+        ctx = AttackContext(x, t, m_t, 0.031)
+        tr = g.tracker(n_step=1, n_reset=5, n_seeds=1, game_term=kappa)
+        tr.reset()
+        _, d, _, _ = tr(ctx, x_adv, 0, False)
+        return d
+
+    base, with_term = loss(0.0), loss(0.5)
+    up = F.interpolate(m_t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    deleted = (1 - up) * x_adv + up * g.blurred(x_adv)
+    p = torch.softmax(resnet_model(deleted), 1)[torch.arange(3), t]
+    torch.testing.assert_close(with_term, base + 0.5 * p)
+    (grad,) = torch.autograd.grad(p.sum(), x_adv)
+    assert grad.abs().sum() > 0
+    assert g.tracker().game_term == 0.0 and ADV2(resnet_model, g, game_term=0.1).tracker.game_term == 0.1
+    for bad in (-0.1, float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="game_term must be a finite number"):
+            g.tracker(game_term=bad)
+    with pytest.raises(ValueError, match="mask_loss='objective'"):
+        g.tracker(game_term=0.1, mask_loss="objective")

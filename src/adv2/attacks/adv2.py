@@ -65,6 +65,7 @@ FLAT_KEYS = {
     "unroll_draws": ("tracker", "unroll_draws"),
     "unroll_seeds": ("tracker", "unroll_seeds"),
     "rotate_seeds": ("tracker", "rotate_seeds"),
+    "game_term": ("tracker", "game_term"),
     "lam_enc": ("tracker", "lam_enc"),
 }
 

@@ -238,17 +238,25 @@ class Mask(Interpreter):
     def objective(self, x, blur, s, target, offsets, smooth=False) -> torch.Tensor:
         """Per-example MASK objective ``(N,)`` of saliencies ``s`` ``(N, 1, h, w)`` for images
         ``x`` and their blurred versions ``blur``, jittered by ``offsets`` ``(N, 2)``."""
+        score = self.score(x, blur, s, target, offsets, smooth)  # first: the order autograd sums gradients in
+        return self.l1 * l1_term(s) + self.tv * tv_term(s, self.beta) + score
+
+    def score(self, x, blur, s, target, offsets=None, smooth=False) -> torch.Tensor:
+        """The game's classification term ``(N,)`` in ``[0, 1]``: the probability of ``target`` once
+        the region ``s`` of ``x`` is blurred (deletion game), or one minus it once everything but
+        ``s`` is (preservation game); jittered by ``offsets`` ``(N, 2)`` (``None``: no shift)."""
         up = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
         keep = up if self.game == "preserve" else 1 - up
-        phi = shift(keep * x + (1 - keep) * blur, offsets, self.jitter)
+        phi = keep * x + (1 - keep) * blur
+        if offsets is not None:
+            phi = shift(phi, offsets, self.jitter)
         if smooth:
             with smooth_relu():
                 logits = self.model(phi)
         else:
             logits = self.model(phi)
         p = torch.softmax(logits, 1).gather(1, target[:, None])[:, 0]
-        score = 1 - p if self.game == "preserve" else p
-        return self.l1 * l1_term(s) + self.tv * tv_term(s, self.beta) + score
+        return 1 - p if self.game == "preserve" else p
 
     def solve(self, x: torch.Tensor, target: torch.Tensor, state: MaskState | None = None, steps: int | None = None,
               seed: int | torch.Tensor | None = None, create_graph: bool = False,
@@ -326,18 +334,22 @@ class Mask(Interpreter):
         return self.solve(x, target, create_graph=create_graph)[0]
 
     def tracker(self, n_step: int = 2, n_reset: int = 25, n_seeds: int = 2, mask_loss: str = "unroll",
-                unroll_draws: int = 1, unroll_seeds: int = 1, rotate_seeds: bool = True) -> MaskTracker:
+                unroll_draws: int = 1, unroll_seeds: int = 1, rotate_seeds: bool = True,
+                game_term: float = 0.0) -> MaskTracker:
         """The bilevel scheme of the ADV² loop (:class:`MaskTracker`): ``n_step`` unrolled Adam steps
         of MASK per joint iteration, a from-scratch re-solve every ``n_reset`` iterations, the
         expectation over ``n_seeds`` jitter seeds, ``unroll_draws`` jitter draws per unrolled step
         (the re-solves use the interpreter's ``jitter_draws``), ``unroll_seeds`` of the seeds'
         running states unrolled per iteration, in turn; ``rotate_seeds``: each re-solve draws new
         jitter seeds, so that the keep-best choice is judged by seeds the attack has not fitted;
-        ``mask_loss="objective"`` is the authors' shortcut. The defaults are the measured robust
+        ``game_term``: the weight of MASK's game played at the target map on the adversarial image
+        (:class:`MaskTracker`; 0, the default, leaves it out); ``mask_loss="objective"`` is the
+        authors' shortcut. The defaults are the measured robust
         scheme (the paper's one fixed seed, four steps and a re-solve every 50 are ``ADV2.paper``'s).
         ``ADV2(model, Mask(model).tracker(n_seeds=8))`` attacks with other settings."""
         return MaskTracker(self, n_step=n_step, n_reset=n_reset, mode=mask_loss, n_seeds=n_seeds,
-                           unroll_draws=unroll_draws, unroll_seeds=unroll_seeds, rotate_seeds=rotate_seeds)
+                           unroll_draws=unroll_draws, unroll_seeds=unroll_seeds, rotate_seeds=rotate_seeds,
+                           game_term=game_term)
 
     def __repr__(self):
         return (f"Mask(game={self.game!r}, size={self.size}, steps={self.steps}, lr={self.lr}, "
@@ -373,6 +385,13 @@ class MaskTracker(MapTracker):
     the maps under those seeds reach the target while any other seed's map is as far as PGD's or
     further (docs/notes/2026-12-what-was-tried.md, "Rotating the attack's seeds").
 
+    ``game_term`` κ > 0 adds ``κ · score(x̂, m_t)`` to the interpretation loss: MASK's game played on
+    ``x̂`` at the target map (:meth:`Mask.score`; deletion game: the target class's probability once
+    the target map's region of ``x̂`` is blurred, no jitter). MASK finds the region whose blurring
+    removes the class; this term puts the image's evidence for the target class where the target
+    map is, a first-order signal beside the unrolled steps' (docs/notes/2026-12-what-was-tried.md,
+    "DenseNet's L∞ figure").
+
     ``mode="objective"`` is the authors' cheaper route instead of the unrolled steps: the
     interpretation loss is MASK's own objective evaluated at the target map on ``x̂`` (so that
     ``m_t`` becomes cheap for MASK there); resets and keep-best are the same. Measured worse
@@ -383,7 +402,7 @@ class MaskTracker(MapTracker):
 
     def __init__(self, interpreter: Mask, n_step: int = 2, n_reset: int = 25, seed: int | None = None,
                  mode: str = "unroll", n_seeds: int = 2, unroll_draws: int = 1, unroll_seeds: int = 1,
-                 rotate_seeds: bool = True):
+                 rotate_seeds: bool = True, game_term: float = 0.0):
         if mode not in self.MODES:
             raise ValueError(f"unknown mask_loss {mode!r}; expected one of {self.MODES}")
         for name, v in (("n_step", n_step), ("n_reset", n_reset), ("n_seeds", n_seeds), ("unroll_draws", unroll_draws),
@@ -401,6 +420,12 @@ class MaskTracker(MapTracker):
         if not isinstance(rotate_seeds, bool):
             raise ValueError(f"rotate_seeds must be True or False, got {rotate_seeds!r}")
         self.rotate_seeds = rotate_seeds
+        if isinstance(game_term, bool) or not isinstance(game_term, (int, float)) or not 0 <= game_term < math.inf:
+            raise ValueError(f"game_term must be a finite number ≥ 0, got {game_term!r}")
+        if game_term and mode == "objective":
+            raise ValueError("game_term adds MASK's game at the target map to the unrolled steps' loss; "
+                             "mask_loss='objective' plays that game instead of unrolling (use one of them)")
+        self.game_term = float(game_term)
         self.resets, self.base = 0, self.seed
 
     #: With ``rotate_seeds``, fresh solve ``r`` uses the seeds ``seed + r·ROTATE_STRIDE + i``: far from the
@@ -420,7 +445,8 @@ class MaskTracker(MapTracker):
 
     def options(self) -> dict:
         return {"n_step": self.n_step, "n_reset": self.n_reset, "n_seeds": self.n_seeds, "mask_loss": self.mode,
-                "unroll_draws": self.unroll_draws, "unroll_seeds": self.unroll_seeds, "rotate_seeds": self.rotate_seeds}
+                "unroll_draws": self.unroll_draws, "unroll_seeds": self.unroll_seeds, "rotate_seeds": self.rotate_seeds,
+                "game_term": self.game_term}
 
     def reset(self) -> None:
         self.states = []
@@ -481,4 +507,7 @@ class MaskTracker(MapTracker):
             for i, st in zip(idx, new, strict=True):
                 self.states[i] = st
             parts.append(sal)
-        return logits, self._distance(ctx, torch.cat(parts)), cand, None
+        d = self._distance(ctx, torch.cat(parts))
+        if self.game_term:  # MASK's game at the target map, on x̂ (ctx.m_t is at the mask's size by now)
+            d = d + self.game_term * self.g.score(x_adv, self.g.blurred(x_adv), ctx.m_t, ctx.target_class)
+        return logits, d, cand, None
