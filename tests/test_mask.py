@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from adv2.attacks import ADV2
 from adv2.attacks.adv2 import AttackContext
+from adv2.attacks.objectives import Fragility
 from adv2.attacks.pgd import quantize
 from adv2.attacks.steps import SearchStep
 from adv2.interpreters import Mask, get
-from adv2.interpreters.mask import jitter_offsets, l1_term, shift, tv_term
+from adv2.interpreters.mask import MaskTracker, jitter_offsets, l1_term, shift, tv_term
 
 EPS = 0.031
 
@@ -296,7 +297,7 @@ def test_unroll_seeds_take_the_seeds_states_in_turn(resnet_model, batch):
     g = Mask(resnet_model, steps=10, seed=5)
     x_adv = quantize((x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1), x, EPS)
     ctx = AttackContext(x, t, g(x, y), EPS)
-    turn = MaskTracker(g, n_step=2, n_reset=10, n_seeds=2, unroll_seeds=1)
+    turn = MaskTracker(g, n_step=2, n_reset=10, n_seeds=2, unroll_seeds=1, game_term=0)  # the maps' part alone
     xq = quantize(x_adv, x, EPS)
     fresh = {s: g.solve(xq, t, seed=s) for s in (6, 7)}
     _, d0, cand, _ = turn(ctx, x_adv.clone(), 0, False)
@@ -390,21 +391,27 @@ def test_game_term_adds_masks_game_at_the_target_map(resnet_model, batch):
     x_adv = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     x_adv.requires_grad_(True)
 
-    def loss(kappa):
-        ctx = AttackContext(x, t, m_t, 0.031)
+    def loss(kappa, objective=None):
+        ctx = AttackContext(x, t, m_t, 0.031, **({"objective": objective} if objective else {}))
         tr = g.tracker(n_step=1, n_reset=5, n_seeds=1, game_term=kappa)
         tr.reset()
         _, d, _, _ = tr(ctx, x_adv, 0, False)
         return d
 
     base, with_term = loss(0.0), loss(0.5)
+    # Fragility pushes the map away from m_t: no game at m_t there
+    torch.testing.assert_close(loss(0.5, Fragility()), loss(0.0, Fragility()))
     up = F.interpolate(m_t, size=x.shape[-2:], mode="bilinear", align_corners=False)
     deleted = (1 - up) * x_adv + up * g.blurred(x_adv)
     p = torch.softmax(resnet_model(deleted), 1)[torch.arange(3), t]
     torch.testing.assert_close(with_term, base + 0.5 * p)
     (grad,) = torch.autograd.grad(p.sum(), x_adv)
     assert grad.abs().sum() > 0
-    assert g.tracker().game_term == 0.0 and ADV2(resnet_model, g, game_term=0.1).tracker.game_term == 0.1
+    assert g.tracker().game_term == 0.1 == MaskTracker.GAME_TERM  # the default with unrolled steps
+    assert g.tracker(mask_loss="objective").game_term == 0.0 and g.tracker(game_term=0).game_term == 0.0
+    assert ADV2(resnet_model, g, game_term=0.3).tracker.game_term == 0.3
+    assert ADV2.paper(resnet_model, g).tracker.game_term == 0.0
+    assert ADV2.paper(resnet_model, g, perturbation="flow").tracker.game_term == 0.0
     for bad in (-0.1, float("inf"), True, "1"):
         with pytest.raises(ValueError, match="game_term must be a finite number"):
             g.tracker(game_term=bad)

@@ -183,7 +183,7 @@ class ADV2:
     @classmethod
     def paper(cls, model: torch.nn.Module, interpreter, perturbation: str = "linf", **kwargs) -> ADV2:
         """The paper's attack: the interpreter's Table 10 (``"linf"``) or Table 11 (``"flow"``) budget
-        (``g.paper_budget(...)``: its iterations and, for MASK, one attack seed, ``n_step=4``,
+        (``g.paper_budget(...)``: its iterations and, for MASK, one fixed attack seed, no game term, ``n_step=4``,
         ``n_reset=50`` and the line search's ``alpha_max=0.08``), the paper's perturbation settings
         (ε = 0.031, α = 1/255; τ) and λ schedule. Keywords override any of them. ``ADV2(model, g)``
         differs only where the interpreter's :meth:`~adv2.interpreters.Interpreter.attack_budget`
@@ -195,7 +195,7 @@ class ADV2:
             if key in row:
                 kwargs.setdefault(key, row[key])
         if not isinstance(interpreter, MapTracker):
-            for key in ("n_step", "n_reset", "n_seeds", "rotate_seeds"):
+            for key in ("n_step", "n_reset", "n_seeds", "rotate_seeds", "game_term"):
                 if key in row:
                     kwargs.setdefault(key, row[key])
         if (perturbation == "linf" and kwargs.get("step_rule", row.get("step_rule")) == "search"

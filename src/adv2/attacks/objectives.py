@@ -63,6 +63,10 @@ class Objective(Settings):
     name = ""
     #: ``False``: keep the model's prediction (no warm start towards another class).
     moves_class = True
+    #: ``True``: the map is brought to ``m_t`` (ADV², Manipulate); ``False``: pushed away from it
+    #: (Fragility). Terms that play the interpreter's game at ``m_t`` (MASK's ``game_term``) apply
+    #: only when it is ``True``.
+    towards_target = True
 
     def __init__(self, lam: float | None = None, lam_schedule: str = "linear", lam_adapt: float = 1.0):
         if lam is not None and (not isinstance(lam, (int, float)) or isinstance(lam, bool) or lam < 0):
@@ -113,6 +117,7 @@ class Fragility(Objective):
 
     name = "fragility"
     moves_class = False
+    towards_target = False
 
     def __init__(self, measure: str = "topk", k: float = 0.1, lam: float | None = None, lam_schedule: str = "linear",
                  lam_adapt: float = 1.0):

@@ -8,16 +8,16 @@ prediction loss before the joint stage; ``steps``: joint iterations.
 
 from __future__ import annotations
 
-#: Table 10 (PGD-based ADV²). MASK: 1000 iterations, n_step 4, n_reset 50, one attack seed, the
-#: line search (α_max 0.08, 12 halvings); the paper gives no λ for it, 10 weights the mean squared error
-#: of 1 − m maps. RTS: λ₁ = 0.002 on the summed error at 56×56, λ₂ = 0.1 on the RTS encoder
+#: Table 10 (PGD-based ADV²). MASK: 1000 iterations, n_step 4, n_reset 50, one fixed attack seed,
+#: no game term, the line search (α_max 0.08, 12 halvings); the paper gives no λ for it, 10 weights
+#: the mean squared error of 1 − m maps. RTS: λ₁ = 0.002 on the summed error at 56×56, λ₂ = 0.1 on the RTS encoder
 #: head's cross-entropy towards c_t.
 PAPER_DEFAULTS = {
     "grad": dict(steps=800, warmup=300, lam=0.007 * 56 * 56),
     "cam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
     "gradcam": dict(steps=1200, warmup=300, lam=0.204 * 7 * 7),
     "mask": dict(steps=1000, warmup=300, lam=10.0, step_rule="search", alpha_max=0.08, n_step=4, n_reset=50,
-                 n_seeds=1, rotate_seeds=False),
+                 n_seeds=1, rotate_seeds=False, game_term=0.0),
     "rts": dict(steps=1200, warmup=300, lam=0.002 * 56 * 56, lam_enc=0.1),
 }
 PAPER_DEFAULTS["rts-aid"] = PAPER_DEFAULTS["rts"]
@@ -33,7 +33,7 @@ FLOW_DEFAULTS = {
     "cam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
     "gradcam": dict(steps=600, warmup=0, lam=0.653 * 7 * 7, tau=5e-4),
     "mask": dict(steps=1000, warmup=0, lam=PAPER_DEFAULTS["mask"]["lam"], tau=5e-4, n_step=4, n_reset=50, n_seeds=1,
-                 rotate_seeds=False),
+                 rotate_seeds=False, game_term=0.0),
     "rts": dict(steps=600, warmup=0, lam=0.0408 * 56 * 56, tau=5e-4, lam_enc=0.1),
 }
 FLOW_DEFAULTS["rts-aid"] = FLOW_DEFAULTS["rts"]
