@@ -13,7 +13,7 @@ from adv2.attacks.objectives import Fragility
 from adv2.attacks.pgd import quantize
 from adv2.attacks.steps import SearchStep
 from adv2.interpreters import Mask, get
-from adv2.interpreters.mask import MaskTracker, jitter_offsets, l1_term, shift, tv_term
+from adv2.interpreters.mask import MaskTracker, blur, jitter_offsets, l1_term, shift, tv_term
 
 EPS = 0.031
 
@@ -43,6 +43,24 @@ def test_tv_second_derivative_is_finite_on_flat_masks():
     (g,) = torch.autograd.grad(tv_term(s).sum(), s, create_graph=True)
     (h,) = torch.autograd.grad(g.sum(), s)
     assert torch.isfinite(h).all()
+
+
+def test_blur_is_torchvisions_gaussian_blur():
+    """The separable blur equals torchvision's 2-D Gaussian blur (same ±3σ kernel, shrunk to fit,
+    reflect padding), forward and gradient, to rounding; a constant image stays constant."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, sigma in (((2, 3, 64, 64), 10.0), ((1, 1, 20, 24), 2.0), ((2, 3, 9, 9), 1.5)):
+        x = torch.rand(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+        k = min(2 * int(3 * sigma + 0.5) + 1, 2 * ((min(shape[-2:]) - 1) // 2) + 1)
+        ours, ref = blur(x, sigma), gaussian_blur(x, [k, k], [sigma, sigma])
+        torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-10)
+        w = torch.rand(shape, generator=gen, dtype=torch.float64)
+        (g1,) = torch.autograd.grad((ours * w).sum(), x)
+        (g2,) = torch.autograd.grad((ref * w).sum(), x)
+        torch.testing.assert_close(g1, g2, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(blur(torch.full((1, 3, 16, 16), 0.3), 10.0), torch.full((1, 3, 16, 16), 0.3))
 
 
 def test_shift_moves_each_image_by_its_offset():

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from adv2._validate import check_images, check_targets, model_call, num_classes_of
 from adv2.interpreters.base import Interpreter, MapTracker
@@ -70,10 +69,20 @@ def tv_term(m: torch.Tensor, beta: float = 3.0) -> torch.Tensor:
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of images ``(N, C, H, W)`` with σ = ``sigma`` pixels (kernel ±3σ, shrunk to
-    fit the image: reflect padding needs half the kernel below the side)."""
+    fit the image: reflect padding needs half the kernel below the side).
+
+    torchvision's ``gaussian_blur`` to rounding, as two 1-D passes: its 2-D kernel (61×61 at
+    σ = 10) made the blur, forward and backward, cost seven times a shapes model's pass."""
     k = 2 * int(3 * sigma + 0.5) + 1
     k = min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1)
-    return gaussian_blur(x, [k, k], [sigma, sigma])
+    r = k // 2
+    t = torch.linspace(-r, r, k, dtype=x.dtype, device=x.device)
+    w = torch.exp(-0.5 * (t / sigma) ** 2)
+    w = w / w.sum()
+    c = x.shape[1]
+    out = F.pad(x, (r, r, r, r), mode="reflect")
+    out = F.conv2d(out, w.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(out, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
 def jitter_offsets(seeds: list[int], step: int, radius: int, draw: int = 0) -> torch.Tensor:
@@ -260,7 +269,7 @@ class Mask(Interpreter):
 
     def solve(self, x: torch.Tensor, target: torch.Tensor, state: MaskState | None = None, steps: int | None = None,
               seed: int | torch.Tensor | None = None, create_graph: bool = False,
-              smooth: bool = False) -> tuple[torch.Tensor, MaskState]:
+              smooth: bool = False, blurred: torch.Tensor | None = None) -> tuple[torch.Tensor, MaskState]:
         """Run ``steps`` Adam steps (default ``self.steps``) from ``state`` (default: a fresh start).
 
         Returns the saliency ``(N, 1, h, w)`` in ``[0, 1]`` and the new state.
@@ -269,7 +278,8 @@ class Mask(Interpreter):
         differentiated w.r.t. ``x`` (the attack's unrolled inner steps; Adam's second moment is
         treated as a constant there and the clip as the identity in the backward pass — both
         exact in the forward pass). ``smooth``: the smooth-ReLU surrogate in the classifier's
-        backward pass, for non-vanishing second-order gradients.
+        backward pass, for non-vanishing second-order gradients. ``blurred``: :meth:`blurred` of ``x``
+        where the caller has it already (default: computed here).
         """
         steps = self.steps if steps is None else steps
         if not isinstance(steps, int) or steps < 0:
@@ -287,8 +297,9 @@ class Mask(Interpreter):
         m, v1, v2, k = state.saliency, state.exp_avg, state.exp_avg_sq, state.step
         if not create_graph:
             x = x.detach()
+            blurred = None if blurred is None else blurred.detach()
         with torch.enable_grad():
-            blur = self.blurred(x)
+            blur = self.blurred(x) if blurred is None else blurred
             for _ in range(steps):
                 if not create_graph:
                     m = m.detach().requires_grad_(True)
@@ -467,16 +478,19 @@ class MaskTracker(MapTracker):
         n = ctx.x.shape[0]
         return torch.stack([ctx.distance(part) for part in sal.split(n)]).mean(0)
 
-    def _solve(self, g: Mask, x: torch.Tensor, ctx, chosen: list[int], states=None, **kw):
+    def _solve(self, g: Mask, x: torch.Tensor, ctx, chosen: list[int], states=None, blurred=None, **kw):
         """Solve the seeds ``chosen`` (indices into ``0..n_seeds−1``) on ``x`` ``(N, ...)``, from their
-        ``states`` (a fresh start if ``None``), as one batch of ``len(chosen) × N`` copies."""
+        ``states`` (a fresh start if ``None``), as one batch of ``len(chosen) × N`` copies (``x`` is
+        blurred once, or ``blurred`` is its blur)."""
         n, k = x.shape[0], len(chosen)
         seeds = torch.tensor([self.base + i for i in chosen]).repeat_interleave(n)
         state = None
         if states is not None:
             state = MaskState(*(torch.cat([getattr(st, f) for st in states])
                                 for f in ("saliency", "exp_avg", "exp_avg_sq")), states[0].step)
-        sal, new = g.solve(x.repeat(k, 1, 1, 1), ctx.target_class.repeat(k), state=state, seed=seeds, **kw)
+        blurred = g.blurred(x) if blurred is None else blurred
+        sal, new = g.solve(x.repeat(k, 1, 1, 1), ctx.target_class.repeat(k), state=state, seed=seeds,
+                           blurred=blurred.repeat(k, 1, 1, 1), **kw)
         new = new.detach()
         return sal, [new.select(slice(i * n, (i + 1) * n)) for i in range(k)]
 
@@ -506,17 +520,18 @@ class MaskTracker(MapTracker):
         # unroll_seeds of the k seeds' running states, in turn
         j = self.unroll_seeds
         chosen = sorted((t * j + i) % k for i in range(j))
+        blurred = self.g.blurred(x_adv)  # shared by the unrolled steps and the game term
         groups: dict[int, list[int]] = {}
         for i in chosen:  # seeds whose states have taken the same number of steps share a batch
             groups.setdefault(self.states[i].step, []).append(i)
         parts = []
         for idx in groups.values():
-            sal, new = self._solve(self.unrolled, x_adv, ctx, idx, [self.states[i] for i in idx], steps=self.n_step,
-                                   create_graph=True, smooth=True)
+            sal, new = self._solve(self.unrolled, x_adv, ctx, idx, [self.states[i] for i in idx], blurred=blurred,
+                                   steps=self.n_step, create_graph=True, smooth=True)
             for i, st in zip(idx, new, strict=True):
                 self.states[i] = st
             parts.append(sal)
         d = self._distance(ctx, torch.cat(parts))
         if self.game_term and ctx.objective.towards_target:  # MASK's game at m_t on x̂ (m_t at the mask's size by now)
-            d = d + self.game_term * self.g.score(x_adv, self.g.blurred(x_adv), ctx.m_t, ctx.target_class)
+            d = d + self.game_term * self.g.score(x_adv, blurred, ctx.m_t, ctx.target_class)
         return logits, d, cand, None
