@@ -41,7 +41,8 @@ def main():
     args = ap.parse_args()
     if args.n < 1 or args.n_floor < 1:
         raise SystemExit("--n and --n-floor must be at least 1")
-    print(f"| model | MASK | pointing (n={args.n}) | first 64 | floor L1 | PGD L1 | floor / PGD (bar ≤ 0.3) | s per map |")
+    print(f"| model | MASK | pointing (n={args.n}) | first 64 | floor L1 | PGD L1 | floor / PGD (bar ≤ 0.3) "
+          "| s per map |")
     print("|" + "---|" * 8)
     x, y, masks = adv2.data.shapes(args.n, split="test", seed=0)
     for name in adv2.models.EMBEDDED:
@@ -61,8 +62,8 @@ def main():
             floor = adv2.metrics.lp_distance(m[0][0], m[100][0]).mean().item()
             pgd = sum(adv2.metrics.lp_distance(m[s][1], m[s][0]).mean().item() for s in (0, 100)) / 2
             bar = f" (≥ {BARS[name]:.2f})" if label == "defaults" and name in BARS else ""
-            print(f"| {name} | {label} | **{point:.3f}**{bar} | {first:.3f} | {floor:.4f} | {pgd:.4f} | **{floor / pgd:.3f}** "
-                  f"| {secs:.2f} |", flush=True)
+            print(f"| {name} | {label} | **{point:.3f}**{bar} | {first:.3f} | {floor:.4f} | {pgd:.4f} "
+                  f"| **{floor / pgd:.3f}** | {secs:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
